@@ -1,0 +1,258 @@
+"""Rule-based CHIE extractor (itemrep.concepts.rules)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from itemrep.catalog import Item
+from itemrep.concepts.base import ConceptExtractor
+from itemrep.concepts.rules import RuleBasedExtractor
+from itemrep.concepts.schema import AUXILIARY_SLOTS, PRIMARY_SLOTS, Concept, ConceptHierarchy
+
+
+@pytest.fixture(scope="module")
+def ex() -> RuleBasedExtractor:
+    return RuleBasedExtractor()
+
+
+def slots(concepts: list[Concept]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c in concepts:
+        out.setdefault(c.slot, []).append(c.value)
+    return out
+
+
+def test_api(ex):
+    assert isinstance(ex, ConceptExtractor)
+    assert ex.name == "rules" and ex.identifier == f"rules/{ex.version}"
+    h = ex.extract_one(Item(item_id="7", title="Kaos Polos Hitam XL", text="bahan katun"))
+    assert isinstance(h, ConceptHierarchy)
+    assert h.item_id == "7" and h.extractor == ex.identifier and h.error is None
+    assert {c.source for c in h.concepts} == {"title", "text"}
+    hs = ex.extract([Item(item_id="a", title="Botol 1 L"), Item(item_id="b", title="")])
+    assert [h.item_id for h in hs] == ["a", "b"]
+    assert hs[1].concepts == []
+    assert ex.stats_["items"] == 2 and ex.stats_["failures"] == 0
+
+
+# ---------------------------------------------------------------- Indonesian
+def test_indonesian_aux_vs_primary(ex):
+    cs = ex.concepts_from_text("Kaos Polos Hitam XL ready stock bisa COD termurah 🔥🔥")
+    s = slots(cs)
+    assert s["category"] == ["kaos polos"]
+    assert s["color"] == ["black"]
+    assert s["variant"] == ["xl"]
+    assert s["stock"] == ["ready stock"]
+    assert s["shipping"] == ["bisa cod"]
+    assert s["promo"] == ["termurah"]
+    assert s["emoji"] == ["🔥🔥"]
+    levels = {c.slot: c.level for c in cs}
+    assert levels["category"] == levels["color"] == "primary"
+    assert levels["stock"] == levels["shipping"] == levels["promo"] == levels["emoji"] == "auxiliary"
+
+
+def test_indonesian_units_pack_brand(ex):
+    s = slots(ex.concepts_from_text("Omura Susu Jahe 500ml ( 1 Renceng Isi 10 ) KEMASAN BARU gratis ongkir"))
+    assert s["brand"] == ["omura"]
+    assert s["spec"] == ["0.5 l"]
+    assert "x10" in s["pack"]
+    assert s["stock"] == ["new packaging"]
+    assert s["shipping"] == ["gratis ongkir"]
+
+
+@pytest.mark.parametrize(
+    "title, pack",
+    [
+        ("Sabun isi 12", "x12"),
+        ("Sabun x12", "x12"),
+        ("Sabun 12 pcs", "x12"),
+        ("Sabun 12pcs", "x12"),
+        ("Sabun 1 lusin", "x12"),
+        ("Sabun lusin", "x12"),
+        ("Sabun 2 lusin", "x24"),
+        ("Sabun setengah lusin", "x6"),
+        ("Sabun pack of 3", "x3"),
+        ("Kabel 3 in 1", "3 in 1"),
+        ("Kabel 3in1", "3 in 1"),
+        ("纸巾 10包", "x10"),
+    ],
+)
+def test_packs(ex, title, pack):
+    assert pack in slots(ex.concepts_from_text(title)).get("pack", [])
+
+
+@pytest.mark.parametrize(
+    "title, color",
+    [
+        ("Kaos merah", "red"),
+        ("Kaos MERAH", "red"),
+        ("Kaos biru muda", "light blue"),
+        ("Kaos abu-abu", "grey"),
+        ("Kaos abu abu", "grey"),
+        ("T-shirt navy blue", "navy"),
+        ("T-shirt gray", "grey"),
+        ("T恤 红色", "red"),
+        ("T恤红色", "red"),
+        ("保温杯 深蓝色", "dark blue"),
+    ],
+)
+def test_colours(ex, title, color):
+    assert slots(ex.concepts_from_text(title))["color"] == [color]
+
+
+def test_spec_in_title(ex):
+    s = slots(ex.concepts_from_text("Minyak Goreng 2 Liter"))
+    assert s["spec"] == ["2 l"]
+    for t in ["Susu 1kg", "Susu 1000 gr", "Susu 1.000 gram", "Susu 10 ons"]:
+        assert slots(ex.concepts_from_text(t))["spec"] == ["1 kg"], t
+    assert slots(ex.concepts_from_text("Kardus 15x10x5 cm"))["spec"] == ["15 x 10 x 5 cm"]
+    assert slots(ex.concepts_from_text("Samsung Galaxy A52s 8/128GB"))["spec"] == ["8/128 gb"]
+
+
+def test_model_codes(ex):
+    s = slots(ex.concepts_from_text("Samsung Galaxy A52s SM-G998B"))
+    assert s["brand"] == ["samsung"]
+    assert s["model"] == ["a52s", "smg998b"]
+    s = slots(ex.concepts_from_text("Baterai Lenovo A7000 A 7000 BL243 BL 243"))
+    assert s["model"] == ["a7000", "bl243"]  # split spellings normalise to the same code
+
+
+def test_seller_tags(ex):
+    s = slots(ex.concepts_from_text("[SYB] Sabun Bibit Pemutih"))
+    assert s["seller"] == ["syb"]
+    seller = [c for c in ex.concepts_from_text("[SYB] Sabun") if c.slot == "seller"][0]
+    assert seller.level == "auxiliary" and seller.facet == "form" and seller.raw == "[SYB]"
+    # a bracket holding an aux phrase is read as that phrase, not as a shop tag
+    s = slots(ex.concepts_from_text("[READY STOCK] Sabun Mandi"))
+    assert s["stock"] == ["ready stock"] and "seller" not in s
+    s = slots(ex.concepts_from_text("Lotion 10ml official store grosir"))
+    assert s["seller"] == ["official store", "grosir"]
+
+
+# ---------------------------------------------------------------- English
+def test_english(ex):
+    s = slots(ex.concepts_from_text("New Original Nike Running Shoes Black Size 42 free shipping best seller"))
+    assert s["brand"] == ["nike"]
+    assert s["category"] == ["shoes"]
+    assert s["color"] == ["black"]
+    assert s["variant"] == ["size 42"]
+    assert s["shipping"] == ["free shipping"]
+    assert set(s["stock"]) == {"new", "original", "best seller"}
+    assert s["name"] == ["running"]
+
+
+# ---------------------------------------------------------------- Chinese
+def test_chinese(ex):
+    s = slots(ex.concepts_from_text("【包邮】特价 保温杯 500毫升 红色 正品 不锈钢"))
+    assert s["shipping"] == ["包邮"]
+    assert s["promo"] == ["特价"]
+    assert s["category"] == ["thermos"]
+    assert s["spec"] == ["0.5 l"]
+    assert s["color"] == ["red"]
+    assert s["stock"] == ["original"]
+    assert s["variant"] == ["stainless"]
+
+
+def test_chinese_unknown_run_is_name(ex):
+    s = slots(ex.concepts_from_text("小熊保温杯"))
+    assert s["category"] == ["thermos"]
+    assert s["name"] == ["小熊"]
+
+
+# ---------------------------------------------------------------- facets / kinds
+def test_subjective_and_form(ex):
+    cs = ex.concepts_from_text("PROMO MURAH MASKER PREMIUM TERLARIS!!! 😍")
+    by = {c.value: c for c in cs}
+    assert by["premium"].kind == "subjective" and by["premium"].level == "auxiliary"
+    assert by["best seller"].kind == "subjective"
+    assert by["😍"].facet == "form" and by["😍"].slot == "emoji"
+    assert by["all caps"].slot == "style" and by["all caps"].facet == "form"
+    assert by["masker"].level == "primary" and by["masker"].kind == "objective"
+
+
+def test_raw_keeps_span(ex):
+    text = "Susu Ultra 250 ML Coklat"
+    for c in ex.concepts_from_text(text):
+        if c.raw is not None:
+            assert c.raw in text
+    spec = [c for c in ex.concepts_from_text(text) if c.slot == "spec"][0]
+    assert spec.raw == "250 ML" and spec.value == "0.25 l"
+
+
+def test_byte_escaped_title(ex):
+    cs = ex.concepts_from_text("\\xe2\\x9d\\xa4artemis.shop\\xe2\\x9d\\xa4 Acnol Lotion 10ml")
+    s = slots(cs)
+    assert s["emoji"] == ["❤"]
+    assert s["seller"] == ["artemis.shop"]
+    assert s["spec"] == ["0.01 l"]
+    assert s["category"] == ["lotion"]
+    assert not any("\\x" in c.value for c in cs)
+
+
+def test_html_entities(ex):
+    s = slots(ex.concepts_from_text("Tas &amp; Dompet Kulit"))
+    assert s["category"] == ["tas", "dompet"]
+
+
+@pytest.mark.parametrize("title", ["", "   ", "!!!", "🔥"])
+def test_empty_and_degenerate(ex, title):
+    cs = ex.concepts_from_text(title)
+    assert all(c.value for c in cs)
+    h = ex.extract_one(Item(item_id="x", title=title))
+    assert h.error is None
+
+
+def test_all_concepts_valid(ex):
+    titles = [
+        "Kaos Polos Hitam XL ready stock bisa COD 🔥",
+        "【包邮】特价 保温杯 500毫升 红色",
+        "Samsung Galaxy A52s SM-G998B 8/128GB",
+        "PROMO !!! TURUN 5-20KG / BLN 2 BOX",
+    ]
+    known = set(PRIMARY_SLOTS) | set(AUXILIARY_SLOTS) | {"style"}
+    for t in titles:
+        for c in ex.concepts_from_text(t):
+            assert Concept.model_validate(c.model_dump()) == c
+            assert c.slot in known
+            assert c.value == c.value.lower() or c.slot == "emoji"
+
+
+def test_name_is_leftover_words(ex):
+    s = slots(ex.concepts_from_text("Turtle Wax Metallic Car Wax 50 mL"))
+    assert s["brand"] == ["turtle wax"]
+    assert s["spec"] == ["0.05 l"]
+    assert s["name"] == ["metallic car wax"]  # repeated "wax" kept once
+
+
+def test_determinism(ex):
+    titles = ["Kaos Polos Hitam XL ready stock", "保温杯 500毫升 红色 包邮", "Samsung A52s 128GB murah"]
+    a = [c.model_dump() for t in titles for c in ex.concepts_from_text(t)]
+    b = [c.model_dump() for t in titles for c in RuleBasedExtractor().concepts_from_text(t)]
+    assert a == b
+
+
+def test_ocr_source(ex):
+    cs = ex.concepts_from_text("DISKON 50% Wardah 30ml", source="ocr")
+    assert {c.source for c in cs} == {"ocr"}
+    assert "diskon 50%" in slots(cs)["promo"]
+
+
+def test_custom_lexicon_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="slots.json"):
+        RuleBasedExtractor(lexicon_dir=tmp_path)
+
+
+def test_speed_smoke(ex):
+    rng = random.Random(0)
+    words = ["kaos", "polos", "hitam", "XL", "ready", "stock", "Samsung", "A52s", "500ml", "isi", "12", "murah", "COD",
+             "tas", "selempang", "wanita", "premium", "original", "1kg", "merah", "🔥", "[SYB]", "保温杯", "红色"]
+    titles = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) for _ in range(3000)]
+    t0 = time.process_time()
+    for t in titles:
+        ex.concepts_from_text(t)
+    dt = time.process_time() - t0
+    # 23,937 real titles take a few seconds (docs/concepts.md); 3,000 short ones must be well under 3 s
+    assert dt < 3.0, f"{dt:.2f}s CPU for 3000 titles"
