@@ -178,14 +178,19 @@ class QuantityNormalizer:
 
     def dimension(self, m: re.Match) -> str | None:
         """Canonical string of a :attr:`dimension_re` match: ``"15 x 10 x 5 cm"``; unitless ``"20 x 30"``."""
-        nums = [m.group(k) for k in ("a", "b", "c") if m.group(k)]
-        units = [m.group(k) for k in ("ua", "ub", "uc") if m.group(k)]
+        pairs = [(m.group(k), m.group("u" + k)) for k in ("a", "b", "c") if m.group(k)]
         try:
-            if not units:
-                return " x ".join(format_number(parse_number(n)) for n in nums)
-            unit = units[-1]
-            conv = [self.convert(n, unit) for n in nums]
+            if not any(u for _, u in pairs):
+                return " x ".join(format_number(parse_number(n)) for n, _ in pairs)
+            # a number without its own unit takes the next unit written after it ("10 x 20 cm"),
+            # or the last one ("45cm x 10" -> cm); each number is converted on its own ("45cm x 10m")
+            conv = []
+            for i, (n, u) in enumerate(pairs):
+                unit = u or next((uu for _, uu in pairs[i:] if uu), None) or next(uu for _, uu in reversed(pairs) if uu)
+                conv.append(self.convert(n, unit))
         except (KeyError, ValueError):
+            return None
+        if len({cu for _, cu in conv}) != 1:
             return None
         return " x ".join(format_number(v) for v, _ in conv) + f" {conv[0][1]}"
 
