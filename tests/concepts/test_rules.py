@@ -256,3 +256,52 @@ def test_speed_smoke(ex):
     dt = time.process_time() - t0
     # 23,937 real titles take a few seconds (docs/concepts.md); 3,000 short ones must be well under 3 s
     assert dt < 3.0, f"{dt:.2f}s CPU for 3000 titles"
+
+
+# ---------------------------------------------------------------- later additions
+def test_by_brand_and_shop_initials(ex):
+    s = slots(ex.concepts_from_text("JILBAB SEGIEMPAT SERI B BY ANSANIA"))
+    assert s["brand"] == ["ansania"]
+    s = slots(ex.concepts_from_text("Dress by request"))
+    assert "brand" not in s  # lower-case word after "by" is not a brand
+    s = slots(ex.concepts_from_text("JF -Kelambu Lipat"))
+    assert s["seller"] == ["jf"]
+    s = slots(ex.concepts_from_text("(Cr) Kacamata Pelindung"))
+    assert s["seller"] == ["cr"]
+    s = slots(ex.concepts_from_text("(BELI 10 GRATIS 1) Silica Gel"))
+    assert s["promo"] == ["beli 10 gratis 1"] and "seller" not in s
+
+
+def test_audience_normalised_across_languages(ex):
+    for t in ["Kaos Wanita", "T-shirt Women", "T恤 女款"]:
+        assert slots(ex.concepts_from_text(t))["variant"] == ["women"], t
+
+
+def test_protected_name_phrase(ex):
+    s = slots(ex.concepts_from_text("Jaket Hoodie Free Fire"))
+    assert "promo" not in s and s["name"] == ["free fire"]
+
+
+def test_brand_guess_option():
+    on = RuleBasedExtractor(brand_guess=True)
+    off = RuleBasedExtractor()
+    assert slots(on.concepts_from_text("Zorgle Hand Cream 50ml"))["brand"] == ["zorgle"]
+    assert "brand" not in slots(off.concepts_from_text("Zorgle Hand Cream 50ml"))
+    # a listed word is never guessed; a listed brand wins over the guess
+    assert "brand" not in slots(on.concepts_from_text("Tali Hijab Polos"))
+    assert slots(on.concepts_from_text("Kaos Nike Hitam"))["brand"] == ["nike"]
+
+
+def test_custom_lexicon_dir(tmp_path):
+    import shutil
+    from importlib import resources
+
+    src = resources.files("itemrep.concepts").joinpath("lexicon")
+    dst = tmp_path / "lexicon"
+    shutil.copytree(str(src), dst)
+    (dst / "common" / "brand.tsv").write_text("zorgle\n", encoding="utf-8")
+    ex2 = RuleBasedExtractor(lexicon_dir=dst)
+    assert slots(ex2.concepts_from_text("Zorgle Hand Cream"))["brand"] == ["zorgle"]
+    (dst / "id" / "promo.tsv").write_text("murah\tcheap\tnot-a-flag\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"id/promo.tsv:1: unknown flag"):
+        RuleBasedExtractor(lexicon_dir=dst)

@@ -260,7 +260,7 @@ class RuleBasedExtractor(ConceptExtractor):
     """
 
     name = "rules"
-    version = "2"
+    version = "3"
 
     def __init__(self, lexicon_dir: Path | None = None, *, brand_guess: bool = False) -> None:
         super().__init__()
@@ -316,7 +316,7 @@ class RuleBasedExtractor(ConceptExtractor):
     def _build_regex(self, st: dict) -> Callable[[_Ctx], None]:
         flags = 0 if "c" in st.get("flags", "i") else re.IGNORECASE
         pat = re.compile(st["pattern"], flags)
-        slot, template = st["slot"], st.get("value", "{0}")
+        slot, template = st.get("slot"), st.get("value", "{0}")
         norm = _NORMS[st.get("norm", "lower")]
         mult, default = st.get("multiply"), st.get("default")
         kind, facet = st.get("kind"), st.get("facet")
@@ -327,6 +327,8 @@ class RuleBasedExtractor(ConceptExtractor):
                 return
 
             def cb(m: re.Match) -> str:
+                if slot is None:  # a stage that only removes (e.g. a function word left over)
+                    return MASK * (m.end() - m.start())
                 groups = [m.group(0), *m.groups()]
                 if mult is not None:
                     n = groups[1] if len(groups) > 1 and groups[1] else default
@@ -345,10 +347,12 @@ class RuleBasedExtractor(ConceptExtractor):
         aux_slots = {s for s, m in self._slot_meta.items() if m.get("level") == "auxiliary"}
         lex = self.lexicon
 
+        needs = _prefilter(st.get("needs"))
+
         def run(ctx: _Ctx) -> None:
-            work = ctx.work
-            if not any(c in work for c in "[【〔〖「『"):
+            if needs is not None and needs(ctx.low) is None:
                 return
+            work = ctx.work
             n = len(work)
 
             def cb(m: re.Match) -> str:
