@@ -305,3 +305,14 @@ def test_custom_lexicon_dir(tmp_path):
     (dst / "id" / "promo.tsv").write_text("murah\tcheap\tnot-a-flag\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"id/promo.tsv:1: unknown flag"):
         RuleBasedExtractor(lexicon_dir=dst)
+
+
+def test_chinese_mixed_with_latin_units(ex):
+    s = slots(ex.concepts_from_text("特价 不锈钢保温杯500ml 男女 水杯"))
+    assert s["spec"] == ["0.5 l"] and "model" not in s
+    s = slots(ex.concepts_from_text("【官方旗舰店】小米充电宝10000毫安 快充"))
+    assert s["seller"] == ["官方旗舰店"]
+    assert s["brand"] == ["xiaomi"]
+    assert s["spec"] == ["10000 mah"]
+    assert s["category"] == ["powerbank"]
+    assert slots(ex.concepts_from_text("口罩 50只装"))["pack"] == ["x50"]

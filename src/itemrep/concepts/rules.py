@@ -260,7 +260,7 @@ class RuleBasedExtractor(ConceptExtractor):
     """
 
     name = "rules"
-    version = "3"
+    version = "4"
 
     def __init__(self, lexicon_dir: Path | None = None, *, brand_guess: bool = False) -> None:
         super().__init__()

@@ -144,13 +144,13 @@ class QuantityNormalizer:
             rf"|(?P<ut>{_alternation(tight)})(?![a-z]))"
         )
         self.quantity_re = re.compile(
-            rf"(?<![\w.,])(?P<a>{_NUM})(?:\s*(?:-|~|–|to|s/d|sd|sampai)\s*(?P<b>{_NUM}))?{unit_re}",
+            rf"(?<![0-9A-Za-z_.,])(?P<a>{_NUM})(?:\s*(?:-|~|–|to|s/d|sd|sampai)\s*(?P<b>{_NUM}))?{unit_re}",
             re.IGNORECASE,
         )
         length = [s for s, u in self.units.items() if u.canonical in ("cm", "in")]
         len_alt = _alternation(length)
         self.dimension_re = re.compile(
-            rf"(?<![\w.,])(?P<a>{_NUM})\s*(?P<ua>{len_alt})?\s*[x×*]\s*(?P<b>{_NUM})\s*(?P<ub>{len_alt})?"
+            rf"(?<![0-9A-Za-z_.,])(?P<a>{_NUM})\s*(?P<ua>{len_alt})?\s*[x×*]\s*(?P<b>{_NUM})\s*(?P<ub>{len_alt})?"
             rf"(?:\s*[x×*]\s*(?P<c>{_NUM})\s*(?P<uc>{len_alt})?)?(?![a-z\d])",
             re.IGNORECASE,
         )
