@@ -1,16 +1,163 @@
-"""Command-line interface: ``itemrep fit``, ``itemrep dedup`` and ``itemrep rec ...``."""
+"""Command-line interface: ``itemrep fit``, ``itemrep dedup`` and ``itemrep rec ...``.
+
+Contract (other tools depend on it)::
+
+    itemrep fit CATALOG --label-col COL --model-dir DIR [column flags]
+    itemrep dedup CATALOG --out DIR [--model-dir DIR] [column flags]
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="itemrep: FITRep deduplication and LIRDRec recommendation.")
+from itemrep.errors import ItemrepError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="itemrep: FITRep near-duplicate deduplication and LIRDRec multimodal recommendation.")
+
+# ---------------------------------------------------------------- shared options
+IdCol = typer.Option(None, "--id-col", help="Item id column (default: item_id, id, posting_id, article_id or sku).")
+TitleCol = typer.Option(None, "--title-col", help="Title column (default: title, name, prod_name or product_name).")
+TextCol = typer.Option(None, "--text-col", help="Free-text column (default: text, description, detail_desc or desc).")
+ImageCol = typer.Option(None, "--image-col", help="Image path column, relative to the catalog file (default: image, image_path, img or photo).")
+PhashCol = typer.Option(None, "--phash-col", help="64-bit perceptual hash column, 16 hex digits (default: image_phash or phash).")
+Reducer = typer.Option(None, "--reducer", help="SPDR reducer: umap, pca or none (default: the model's, else pca).")
+Images = typer.Option(None, "--images", help="Image features: auto, on or off (default: the model's, else auto).")
+Ocr = typer.Option(None, "--ocr/--no-ocr", help="Read text in images with OCR (slower).")
+Extractor = typer.Option("rules", "--extractor", help="CHIE back-end: rules (offline), openai (OpenAI-compatible server) or hf (local transformers model).")
+BaseUrl = typer.Option(None, "--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (--extractor openai).")
+ModelName = typer.Option(None, "--model", help="Model name on the server (openai) or a local model directory (hf).")
+ApiKeyEnv = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never logged).")
+LlmCache = typer.Option(None, "--llm-cache", help="SQLite response cache for LLM extraction (default: OUT/llm_cache.sqlite).")
+LlmConc = typer.Option(4, "--llm-concurrency", help="Concurrent LLM requests.")
+LlmTimeout = typer.Option(60.0, "--llm-timeout", help="Seconds per LLM request before a retry.")
+TextOnly = typer.Option(False, "--text-only", help="Send no image to the LLM: title + OCR text + image labels only (CPU route).")
+TextEncoder = typer.Option(None, "--text-encoder", help="Dense text encoder: use (bundled multilingual USE), st:PATH_OR_NAME (sentence-transformers) or none.")
+CacheDir = typer.Option(None, "--cache-dir", help="Image feature cache directory (default: ~/.cache/itemrep).")
+Seed = typer.Option(0, "--seed", help="Random seed (same input and seed give the same cluster ids).")
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _load_catalog(path: Path, **cols):
+    from itemrep.catalog import Catalog
+
+    return Catalog.load(path, **cols)
+
+
+def _build_extractor(extractor: str, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only, out: Path | None):
+    if extractor == "rules":
+        return None
+    from itemrep.concepts.registry import build_extractor
+
+    cache = llm_cache or ((out / "llm_cache.sqlite") if out else None)
+    return build_extractor(extractor, base_url=base_url, model=model, api_key_env=api_key_env, cache_path=cache,
+                           concurrency=llm_concurrency, timeout_s=llm_timeout, text_only=text_only)
+
+
+def _summary(result, out: Path) -> None:
+    run = result.run
+    typer.echo(
+        f"{run['n_items']} items -> {run['n_clusters']} clusters "
+        f"({run['n_duplicates_removed']} duplicates), {run['total_seconds']:.1f} s; "
+        f"failed items: {run['failed_items']}" + (f" (see {out / 'failures.csv'})" if run["failed_items"] else ""),
+        err=True,
+    )
+    if result.metrics:
+        m = result.metrics
+        typer.echo(
+            f"mean per-item F1 {m['mean_item_f1']:.4f}, pairwise P {m['pairwise_precision']:.4f} "
+            f"R {m['pairwise_recall']:.4f} F1 {m['pairwise_f1']:.4f}, ARI {m['adjusted_rand_index']:.4f}",
+            err=True,
+        )
+    typer.echo(f"wrote {out}/clusters.parquet, concepts.parquet, edges.parquet, run.json"
+               + (", metrics.json" if result.metrics else ""), err=True)
+
+
+@app.command()
+def fit(
+    catalog: Path = typer.Argument(..., help="Labelled catalog (.csv, .jsonl or .parquet)."),
+    label_col: str = typer.Option(..., "--label-col", help="Ground-truth group column: items with the same value are duplicates."),
+    model_dir: Path = typer.Option(..., "--model-dir", help="Where to write model.json (α, τ, parameters)."),
+    id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
+    image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
+    reducer: Optional[str] = Reducer, images: Optional[str] = Images, ocr: Optional[bool] = Ocr,
+    text_encoder: Optional[str] = TextEncoder,
+    extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
+    api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
+    llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
+    seed: int = Seed, quiet: bool = Quiet,
+) -> None:
+    """Learn slot weights α and the clustering threshold τ from a labelled catalog."""
+    from itemrep.pipeline import FITRep
+
+    try:
+        cat = _load_catalog(catalog, id_col=id_col, title_col=title_col, text_col=text_col, image_col=image_col,
+                            phash_col=phash_col, label_col=label_col)
+        ex = _build_extractor(extractor, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only,
+                              model_dir)
+        kw = {k: v for k, v in dict(reducer=reducer, images=images, ocr=ocr, text_encoder=text_encoder).items() if v is not None}
+        m = FITRep(extractor=ex, random_state=seed, progress=not quiet, cache_dir=cache_dir, **kw)
+        m.fit(cat)
+        path = m.save(model_dir)
+    except (ItemrepError, ValueError) as e:
+        _fail(str(e))
+    info = m.fit_info_
+    typer.echo(f"fitted on {info['n_items']} items ({info['positive_pairs']} duplicate pairs of {info['n_candidate_pairs']} candidates): "
+               f"τ = {info['tau']:.3f}, train mean per-item F1 {info['train_mean_item_f1']:.4f}", err=True)
+    typer.echo("α: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(info["alpha"].items(), key=lambda kv: -kv[1])), err=True)
+    typer.echo(f"wrote {path}", err=True)
+
+
+@app.command()
+def dedup(
+    catalog: Path = typer.Argument(..., help="Catalog to deduplicate (.csv, .jsonl or .parquet)."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Model from `itemrep fit` (default: built-in α and τ)."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Ground-truth groups, to write metrics.json."),
+    id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
+    image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
+    reducer: Optional[str] = Reducer, images: Optional[str] = Images, ocr: Optional[bool] = Ocr,
+    text_encoder: Optional[str] = TextEncoder,
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override τ, the minimum similarity of an edge."),
+    extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
+    api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
+    llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
+    seed: int = Seed, quiet: bool = Quiet,
+) -> None:
+    """Give every item a stable cluster id; near-duplicates share one."""
+    from itemrep.pipeline import FITRep
+
+    try:
+        cat = _load_catalog(catalog, id_col=id_col, title_col=title_col, text_col=text_col, image_col=image_col,
+                            phash_col=phash_col, label_col=label_col)
+        ex = _build_extractor(extractor, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only, out)
+        kw = {k: v for k, v in dict(reducer=reducer, images=images, ocr=ocr, text_encoder=text_encoder).items() if v is not None}
+        kw.update(extractor=ex, progress=not quiet, cache_dir=cache_dir, random_state=seed)
+        m = FITRep.load(model_dir, **kw) if model_dir else FITRep(**kw)
+        if threshold is not None:
+            m.clusterer.threshold = threshold
+        result = m.dedup(cat)
+        result.write(out)
+    except (ItemrepError, ValueError) as e:
+        _fail(str(e))
+    _summary(result, out)
 
 
 def _mount_subapps() -> None:
     try:
         from itemrep.recsys.cli import app as rec_app
-    except ImportError:  # recsys not built yet
+    except ImportError as e:  # recsys dependencies missing
+        print(f"warning: `itemrep rec` unavailable: {e}", file=sys.stderr)
         return
     app.add_typer(rec_app, name="rec", help="Multimodal recommendation (LIRDRec and baselines).")
 

