@@ -163,16 +163,16 @@ def model_path(key: str, *, dest_dir: Path | None = None) -> Path:
         ModelNotInstalled: packages missing, or the result fails the size/magic check.
     """
     spec = _spec(key)
+    dest_dir = Path(dest_dir) if dest_dir is not None else models_dir()
+    dest = dest_dir / f"{key}.gguf"
+    if len(spec.modules) > 1 and dest.is_file() and _check(dest, spec) is None:
+        return dest  # already assembled (the chunk packages may even have been uninstalled since)
     parts = chunk_paths(key)
     if len(parts) == 1:
         bad = _check(parts[0], spec)
         if bad:
             raise ModelNotInstalled(f"{bad}; reinstall with: {install_command(key)}")
         return parts[0]
-    dest_dir = Path(dest_dir) if dest_dir is not None else models_dir()
-    dest = dest_dir / f"{key}.gguf"
-    if dest.is_file() and _check(dest, spec) is None:
-        return dest
     dest_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{key}.", suffix=".part")
     try:
@@ -183,6 +183,7 @@ def model_path(key: str, *, dest_dir: Path | None = None) -> Path:
         bad = _check(Path(tmp), spec)
         if bad:
             raise ModelNotInstalled(f"assembled model is wrong: {bad}; reinstall with: {install_command(key)}")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
