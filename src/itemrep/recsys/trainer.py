@@ -1,0 +1,230 @@
+"""Training loop: Adam, mini-batch BPR, early stopping on validation Recall@20, checkpoints.
+
+Model and hyper-parameter selection use the **validation** split only: the epoch kept is the one
+with the best validation metric, and the test split is evaluated once, for that epoch. (MMRec's
+reference loop reports the test score of the best *test* configuration; we do not.)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from itemrep.recsys.data import RecDataset
+from itemrep.recsys.evaluator import DEFAULT_KS, TopKEvaluator
+from itemrep.recsys.models import RecModel, build_model
+
+#: Defaults shared by every model (MMRec's overall settings), overridable by config / CLI.
+DEFAULTS: dict = {
+    "embedding_size": 64,
+    "learning_rate": 1e-3,
+    "train_batch_size": 2048,
+    "reg_weight": 1e-4,
+    "epochs": 1000,
+    "stopping_step": 20,
+    "valid_metric": "recall@20",
+    "eval_step": 1,
+    "eval_batch_size": 4096,
+    "topk": list(DEFAULT_KS),
+    "threads": 2,
+}
+#: Per-model default hyper-parameters.
+MODEL_DEFAULTS: dict[str, dict] = {
+    "bpr": {},
+    "lightgcn": {"n_layers": 3},
+    "vbpr": {},
+    "lirdrec": {"n_layers": 2},
+}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (same input + seed => same output on the same machine)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class NegativeSampler:
+    """Uniform negative sampling of items the user has not interacted with in training, vectorised.
+
+    Candidates are drawn with ``numpy.random.Generator.integers`` and the ones that are training
+    positives (looked up with ``np.searchsorted`` on sorted ``user * n_items + item`` keys) are
+    redrawn, up to ``max_tries`` rounds (users who interacted with every item keep a positive).
+    """
+
+    def __init__(self, train: np.ndarray, n_items: int, seed: int, max_tries: int = 20) -> None:
+        self.n_items = n_items
+        self.keys = np.unique(train[:, 0].astype(np.int64) * n_items + train[:, 1])
+        self.rng = np.random.default_rng(seed)
+        self.max_tries = max_tries
+
+    def _is_pos(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        k = users * self.n_items + items
+        pos = np.minimum(np.searchsorted(self.keys, k), len(self.keys) - 1)
+        return self.keys[pos] == k
+
+    def sample(self, users: np.ndarray) -> np.ndarray:
+        """One negative item per entry of ``users`` (int64 (n,)) -> int64 (n,)."""
+        neg = self.rng.integers(0, self.n_items, size=len(users))
+        bad = np.flatnonzero(self._is_pos(users, neg))
+        for _ in range(self.max_tries):
+            if len(bad) == 0:
+                break
+            neg[bad] = self.rng.integers(0, self.n_items, size=len(bad))
+            bad = bad[self._is_pos(users[bad], neg[bad])]
+        return neg
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :meth:`Trainer.fit`.
+
+    Attributes:
+        valid: validation metrics at the best epoch.
+        test: test metrics of the model from the best epoch.
+        best_epoch: 1-based epoch with the best validation metric.
+        epochs_run: epochs trained before stopping.
+        sec_per_epoch: mean training seconds per epoch (excluding evaluation).
+        history: per evaluated epoch ``{"epoch", "loss", "valid_metric", "train_s", "eval_s"}``.
+    """
+
+    valid: dict
+    test: dict
+    best_epoch: int
+    epochs_run: int
+    sec_per_epoch: float
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "valid": self.valid,
+            "test": self.test,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "sec_per_epoch": self.sec_per_epoch,
+            "history": self.history,
+        }
+
+
+class Trainer:
+    """Trains one model on one dataset.
+
+    Args:
+        model_name: ``bpr``, ``lightgcn``, ``vbpr`` or ``lirdrec``.
+        config: overrides of :data:`DEFAULTS` and the model's hyper-parameters.
+        seed: random seed (initialisation, shuffling, negatives).
+        run_dir: where ``best.pt``, ``metrics.json``, ``config.json`` and the top-K lists go
+            (``None``: keep nothing on disk).
+        progress: show a rich progress bar.
+    """
+
+    def __init__(self, model_name: str, config: dict | None = None, seed: int = 0, run_dir: str | Path | None = None, progress: bool = True) -> None:
+        self.model_name = model_name.lower()
+        self.config = {**DEFAULTS, **MODEL_DEFAULTS.get(self.model_name, {}), **(config or {})}
+        self.seed = seed
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.progress = progress
+        self.model_: RecModel | None = None
+
+    def fit(self, dataset: RecDataset) -> TrainResult:
+        """Train with early stopping on the validation metric; evaluate test at the best epoch.
+
+        Returns:
+            :class:`TrainResult`; also written to ``run_dir/metrics.json`` (with ``config.json``,
+            ``best.pt`` and ``topk_test.npz``) when ``run_dir`` is set.
+
+        Raises:
+            ValueError: unknown model, missing modalities, or an empty training split.
+        """
+        cfg = self.config
+        torch.set_num_threads(int(cfg["threads"]))
+        seed_everything(self.seed)
+        if len(dataset.train) == 0:
+            raise ValueError(f"{dataset.name}: the training split is empty")
+        model = build_model(self.model_name, dataset, cfg)
+        self.model_ = model
+        opt = torch.optim.Adam(model.parameters(), lr=float(cfg["learning_rate"]), fused=True)
+        train_m = dataset.user_items("train")
+        ev_valid = TopKEvaluator(train_m, dataset.user_items("valid"), cfg["topk"], int(cfg["eval_batch_size"]))
+        ev_test = TopKEvaluator(train_m, dataset.user_items("test"), cfg["topk"], int(cfg["eval_batch_size"]))
+        sampler = NegativeSampler(dataset.train, dataset.n_items, self.seed)
+        rng = np.random.default_rng(self.seed + 1)
+        users_np, items_np = dataset.train[:, 0], dataset.train[:, 1]
+        bs = int(cfg["train_batch_size"])
+        metric = cfg["valid_metric"]
+        best, best_epoch, best_state, bad_rounds = -1.0, 0, None, 0
+        best_valid: dict = {}
+        history: list[dict] = []
+        train_times: list[float] = []
+        if self.run_dir:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps({"model": self.model_name, "seed": self.seed, "dataset": dataset.name, **cfg}, indent=2, default=str))
+        n_epochs = int(cfg["epochs"])
+        with Progress(
+            TextColumn(f"[bold]{self.model_name}[/] {dataset.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            disable=not self.progress,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("train", total=n_epochs, info="")
+            epoch = 0
+            for epoch in range(1, n_epochs + 1):
+                t0 = time.perf_counter()
+                model.train()
+                model.on_epoch_start(epoch)
+                perm = rng.permutation(len(users_np))
+                u_ep, p_ep = users_np[perm], items_np[perm]
+                n_ep = sampler.sample(u_ep)
+                u_t, p_t, n_t = (torch.from_numpy(a) for a in (u_ep, p_ep, n_ep))
+                total, nb = 0.0, 0
+                for s in range(0, len(perm), bs):
+                    loss = model.calculate_loss(u_t[s : s + bs], p_t[s : s + bs], n_t[s : s + bs])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
+                    nb += 1
+                if not np.isfinite(total):
+                    raise FloatingPointError(f"{self.model_name}: loss became NaN/inf at epoch {epoch}; lower learning_rate")
+                model.on_epoch_end(epoch)
+                t_train = time.perf_counter() - t0
+                train_times.append(t_train)
+                rec = {"epoch": epoch, "loss": total / max(nb, 1), "train_s": t_train}
+                if epoch % int(cfg["eval_step"]) == 0 or epoch == n_epochs:
+                    t1 = time.perf_counter()
+                    model.eval()
+                    model.prepare_eval()
+                    res, _ = ev_valid.evaluate(model.score_users)
+                    rec.update(valid_metric=res[metric], eval_s=time.perf_counter() - t1)
+                    if res[metric] > best:
+                        best, best_epoch, best_valid, bad_rounds = res[metric], epoch, res, 0
+                        best_state = {k: (v.detach().clone() if torch.is_tensor(v) else dict(v)) for k, v in model.state_dict().items()}
+                    else:
+                        bad_rounds += 1
+                history.append(rec)
+                bar.update(task, advance=1, info=f"loss {rec['loss']:.4f} valid {metric} {rec.get('valid_metric', float('nan')):.4f} (best {best:.4f} @ {best_epoch})")
+                if self.progress and not bar.console.is_terminal and (epoch % 10 == 0 or epoch == 1):
+                    bar.console.print(f"{self.model_name} {dataset.name} epoch {epoch}: loss {rec['loss']:.4f} train {t_train:.2f}s valid {metric} {rec.get('valid_metric', float('nan')):.4f} best {best:.4f}@{best_epoch}")
+                if bad_rounds >= int(cfg["stopping_step"]):
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        model.prepare_eval()
+        test_res, topk = ev_test.evaluate(model.score_users, return_topk=self.run_dir is not None)
+        result = TrainResult(best_valid, test_res, best_epoch, epoch, float(np.mean(train_times)), history)
+        if self.run_dir:
+            torch.save(model.state_dict(), self.run_dir / "best.pt")
+            np.savez_compressed(self.run_dir / "topk_test.npz", users=ev_test.users_, items=topk)
+            (self.run_dir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+        return result
