@@ -177,6 +177,26 @@ def main() -> None:
     for slot, n_items, nvals, lift in lift_table(raw_items, labels) + lift_table(per_item, labels):
         print(f"| {slot} | {n_items} ({n_items / len(items):.0%}) | {nvals} | {lift:.0f} |")
 
+    # ---- 2b. the most frequent auxiliary values: common across many products
+    n_all = len(labels)
+    base = sum(k * (k - 1) for k in Counter(labels).values()) / (n_all * (n_all - 1))
+    post: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, h in enumerate(hs):
+        for c in h.concepts:
+            if c.level == "auxiliary":
+                post[(c.slot, c.value)].append(i)
+    top = sorted(post.items(), key=lambda kv: -len(set(kv[1])))[:20]
+    print("\n## 2b. most frequent auxiliary values\n")
+    print("| slot | value | kind | listings | product groups | lift |")
+    print("|---|---|---|---|---|---|")
+    kinds = {(c.slot, c.value): c.kind for h in hs for c in h.concepts if c.level == "auxiliary"}
+    for (slot, value), ids in top:
+        ids = sorted(set(ids))
+        c = Counter(labels[i] for i in ids)
+        k = len(ids)
+        same = sum(x * (x - 1) for x in c.values()) / (k * (k - 1)) if k > 1 else float("nan")
+        print(f"| {slot} | {value} | {kinds[(slot, value)]} | {k} | {len(c)} | {same / base:.0f} |")
+
     # ---- 3. pair separation
     rng = random.Random(args.seed)
     groups: dict[str, list[int]] = defaultdict(list)
@@ -237,7 +257,8 @@ def main() -> None:
                 return (sum(1 for a, b in both if a & b) / len(both)) if both else float("nan"), len(both)
 
             (ap_, np_), (ah, nh), (ar, nr) = agree(pos), agree(hard), agree(neg)
-            print(f"| {slot} | {'on' if guess else 'off'} | {cov:.0%} | {ap_:.3f} (n={np_}) | {ah:.3f} (n={nh}) | {ar:.3f} (n={nr}) |")
+            g_txt = ("on" if guess else "off") if slot == "brand" else "-"
+            print(f"| {slot} | {g_txt} | {cov:.0%} | {ap_:.3f} (n={np_}) | {ah:.3f} (n={nh}) | {ar:.3f} (n={nr}) |")
 
     # ---- 4. dedup proxy
     gl = sorted(groups)
