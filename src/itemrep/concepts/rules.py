@@ -39,7 +39,9 @@ from itemrep.concepts.units import QuantityNormalizer, load_units
 
 __all__ = ["RuleBasedExtractor", "Lexicon", "LexiconEntry"]
 
-MASK = "\x1f"  # claimed characters are replaced by this (same length, so offsets stay valid)
+#: Claimed characters are replaced by this (same length, so offsets stay valid). NUL, because it is
+#: neither a word character nor whitespace for ``re`` (``\x1f`` would match ``\s``).
+MASK = "\x00"
 _SEP = r"[\s_\-]{0,2}"  # a space inside a phrase also matches "", "-", "_" ("ready-stock", "readystock")
 _LATIN = "0-9a-z\u00c0-\u024f"
 _CJK_RE = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -117,6 +119,8 @@ class Lexicon:
         words: every single word of every phrase plus the plain word lists ``<lang>/words.txt``
             (the dictionary of the brand guess: a listed word is never guessed as a brand).
         sources: ``"<lang>/<slot>.tsv"`` -> number of phrases read.
+        conflicts: phrases listed twice in one slot with different values (the first one is kept);
+            a lint test keeps the bundled lexicon free of them.
 
     Raises:
         ValueError: a malformed line (file and line number in the message).
@@ -128,6 +132,7 @@ class Lexicon:
         rank = {s: i for i, s in enumerate(priority)}
         self.entries: dict[str, LexiconEntry] = {}
         self.sources: dict[str, int] = {}
+        self.conflicts: list[str] = []
         phrases: dict[str, str] = {}  # normalised phrase -> key
         for lang_dir in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name):
             for f in sorted((f for f in lang_dir.iterdir() if f.name.endswith(".tsv")), key=lambda f: f.name):
@@ -149,6 +154,9 @@ class Lexicon:
                         kind, facet = (v, facet) if field == "kind" else (kind, v)
                     key = _key(phrase)
                     old = self.entries.get(key)
+                    where = f"{lang_dir.name}/{f.name}:{lineno}"
+                    if old is not None and old[0] == slot and old[1] != value:
+                        self.conflicts.append(f"{where}: {phrase!r} -> {value!r}, but listed before as {old[1]!r}")
                     if old is None or rank.get(slot, len(rank)) < rank.get(old[0], len(rank)):
                         self.entries[key] = LexiconEntry(slot, value, kind, facet)
                     phrases.setdefault(phrase, key)
@@ -260,7 +268,7 @@ class RuleBasedExtractor(ConceptExtractor):
     """
 
     name = "rules"
-    version = "4"
+    version = "5"
 
     def __init__(self, lexicon_dir: Path | None = None, *, brand_guess: bool = False) -> None:
         super().__init__()
@@ -344,7 +352,6 @@ class RuleBasedExtractor(ConceptExtractor):
     def _build_brackets(self, st: dict) -> Callable[[_Ctx], None]:
         pat = re.compile(st["pattern"])
         slot, facet, max_tokens = st.get("slot", "seller"), st.get("facet", "form"), int(st.get("max_tokens", 4))
-        aux_slots = {s for s, m in self._slot_meta.items() if m.get("level") == "auxiliary"}
         lex = self.lexicon
 
         needs = _prefilter(st.get("needs"))
@@ -360,8 +367,9 @@ class RuleBasedExtractor(ConceptExtractor):
                 s, e = m.start(1), m.end(1)
                 tokens = _TOKEN_RE.findall(inner)
                 at_edge = not work[: m.start()].strip(" " + MASK) or not work[m.end() : n].strip(" " + MASK)
-                has_aux = any((ent := lex.lookup(inner[a:b])) is not None and ent[0] in aux_slots for a, b in lex.finditer(inner))
-                if tokens and at_edge and len(tokens) <= max_tokens and not has_aux:
+                # any listed phrase inside ("[READY STOCK]", "[Speaker Mini]") means it is read as text
+                known = any((ent := lex.lookup(inner[a:b])) is not None and ent[0] != "stopword" for a, b in lex.finditer(inner))
+                if tokens and at_edge and len(tokens) <= max_tokens and not known:
                     # a shop tag: "[SYB]", "【Toko Abadi】" -- the whole bracket is claimed
                     self._concept(ctx, m.start(), slot, " ".join(t.lower() for t in tokens), ctx.text[m.start() : m.end()], None, facet)
                     return MASK * (m.end() - m.start())

@@ -144,7 +144,7 @@ class QuantityNormalizer:
             rf"|(?P<ut>{_alternation(tight)})(?![a-z]))"
         )
         self.quantity_re = re.compile(
-            rf"(?<![0-9A-Za-z_.,])(?P<a>{_NUM})(?:\s*(?:-|~|–|to|s/d|sd|sampai)\s*(?P<b>{_NUM}))?{unit_re}",
+            rf"(?<![0-9A-Za-z_.,\-])(?P<a>{_NUM})(?:\s*(?:-|~|–|to|s/d|sd|sampai)\s*(?P<b>{_NUM}))?{unit_re}",
             re.IGNORECASE,
         )
         length = [s for s, u in self.units.items() if u.canonical in ("cm", "in")]
