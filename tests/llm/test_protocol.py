@@ -289,3 +289,31 @@ def test_bad_settings(kw, msg):
     args = {"base_url": "http://127.0.0.1:1/v1", "model": "m"} | kw
     with pytest.raises(ValueError, match=msg):
         OpenAICompatExtractor(**args)
+
+
+def test_text_only_route_puts_image_labels_and_ocr_in_prompt(chat_server, tmp_path):
+    from itemrep.concepts.base import ConceptExtractor
+    from itemrep.concepts.schema import Concept
+
+    class FakeVisual(ConceptExtractor):
+        name, version = "image", "0"
+        calls: list[int] = []
+
+        def extract(self, items, *, progress=None):
+            self.calls.append(len(items))
+            return [self.extract_one(it) for it in items]
+
+        def extract_one(self, item):
+            return ConceptHierarchy(item_id=item.item_id, extractor="image/0", concepts=[
+                Concept(slot="visual_object", value="water bottle", level="primary", source="image"),
+                Concept(slot="ocr_primary", value="tupperware 500 ml", raw="TUPPERWARE 500ml", source="ocr"),
+            ])  # fmt: skip
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (10, 10)).save(img)
+    vis = FakeVisual()
+    ex = make(chat_server, text_only=True, visual=vis)
+    ex.extract([Item(item_id="i", title="botol", image=img), Item(item_id="j", title="no photo")])
+    first, second = (r["messages"][-1]["content"] for r in chat_server.requests)
+    assert "image: labels: water bottle; text in image: TUPPERWARE 500ml" in first
+    assert "image:" not in second and vis.calls == [1]

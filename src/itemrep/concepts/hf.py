@@ -249,6 +249,7 @@ class HFExtractor(LLMExtractorBase):
         """
         t0 = time.perf_counter()
         self._reset_stats()
+        self.precompute_visual(items)
         out: list[ConceptHierarchy] = []
         for start in range(0, len(items), self.batch_size):
             chunk = list(items[start : start + self.batch_size])

@@ -226,6 +226,7 @@ class LLMExtractorBase(ConceptExtractor):
         self.prompt = load_prompt(PROMPT_VERSION)
         self.cache = ResponseCache(cache_path) if cache_path is not None else None
         self._stats_lock = threading.Lock()
+        self._visual_map: dict[str, ConceptHierarchy] = {}
         self._reset_stats()
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -260,7 +261,8 @@ class LLMExtractorBase(ConceptExtractor):
         vis = ""
         if self.visual is not None and item.image is not None:
             try:
-                vis = visual_text(self.visual.extract_one(item))
+                vh = self._visual_map.get(item.item_id)
+                vis = visual_text(vh if vh is not None else self.visual.extract_one(item))
             except Exception as e:  # noqa: BLE001 - the image back-end failing costs the labels only
                 vis = ""
                 self._add(image_failures=1)
@@ -283,6 +285,24 @@ class LLMExtractorBase(ConceptExtractor):
 
     def _image_url(self, path: Path) -> str:
         return encode_image(path, self.image_pixels)
+
+    def precompute_visual(self, items: Sequence[Item]) -> None:
+        """Run the ``visual`` back-end once, batched, over the items that have an image.
+
+        Its hierarchies (labels, OCR text) are kept for :meth:`prepare`; if it raises, items fall
+        back to calling ``visual.extract_one`` one by one (and record their failures there).
+        """
+        self._visual_map = {}
+        if self.visual is None:
+            return
+        with_img = [it for it in items if it.image is not None]
+        if not with_img:
+            return
+        try:
+            hs = self.visual.extract(with_img)
+        except Exception:  # noqa: BLE001 - per-item path records the failures
+            return
+        self._visual_map = {h.item_id: h for h in hs}
 
     def cache_get(self, image_hash: str, text_hash: str) -> LLMHierarchy | None:
         """A cached validated answer, or ``None``."""
@@ -628,6 +648,7 @@ class OpenAICompatExtractor(LLMExtractorBase):
         self._reset_stats()
         self._consecutive_failed = 0
         self._breaker_reason = None
+        self.precompute_visual(items)
         out: list[ConceptHierarchy | None] = [None] * len(items)
         self._client = self._make_client()
         try:
