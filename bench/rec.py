@@ -100,7 +100,7 @@ def check_baby(
             results[key] = {"model": model, "hp": hp, **{k: v for k, v in r.to_dict().items() if k != "history"}, "wall_s": time.perf_counter() - t0}
             out.write_text(json.dumps(results, indent=2))
     table = Table(title=f"Amazon Baby (MMRec split), test metrics at the best VALIDATION epoch, seed {seed}")
-    for c in ("model", "hp", "valid R@20", "test R@20", "published R@20", "diff", "test N@20", "published N@20", "diff", "best epoch", "s/epoch", "selected"):
+    for c in ("model", "hp", "valid R@20", "test R@20", "published R@20", "diff", "test N@20", "published N@20", "diff", "best epoch", "s/epoch", "CPU s/epoch", "selected"):
         table.add_column(c)
     for model in models.split(","):
         keys = [k for k, v in results.items() if v["model"] == model]
@@ -111,8 +111,64 @@ def check_baby(
             r = results[k]
             pr, pn = PUBLISHED_BABY.get(model, (float("nan"), float("nan")))
             tr, tn = r["test"]["recall@20"], r["test"]["ndcg@20"]
-            table.add_row(model, json.dumps(r["hp"]), f"{r['valid']['recall@20']:.4f}", f"{tr:.4f}", f"{pr:.4f}", f"{(tr - pr) / pr:+.1%}", f"{tn:.4f}", f"{pn:.4f}", f"{(tn - pn) / pn:+.1%}", str(r["best_epoch"]), f"{r['sec_per_epoch']:.2f}", "*" if k == sel else "")
+            table.add_row(model, json.dumps(r["hp"]), f"{r['valid']['recall@20']:.4f}", f"{tr:.4f}", f"{pr:.4f}", f"{(tr - pr) / pr:+.1%}", f"{tn:.4f}", f"{pn:.4f}", f"{(tn - pn) / pn:+.1%}", str(r["best_epoch"]), f"{r['sec_per_epoch']:.2f}", f"{r.get('cpu_sec_per_epoch', float('nan')):.2f}", "*" if k == sel else "")
     console.print(table)
+    console.print(f"load average during the run (other jobs share these cores): {os.getloadavg()}")
+
+
+#: The multimodal benchmark's model variants: name -> (model, config overrides).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "BPR": ("bpr", {}),
+    "LightGCN": ("lightgcn", {}),
+    "VBPR (image+text)": ("vbpr", {"modalities": ["image", "text"]}),
+    "LIRDRec (image+text)": ("lirdrec", {"modalities": ["image", "text"]}),
+    "LIRDRec (+concept)": ("lirdrec", {"modalities": ["image", "text", "concept"]}),
+}
+
+
+@app.command()
+def multimodal(
+    datasets: str = typer.Option("movielens-100k,hm", help="comma-separated datasets"),
+    seeds: str = typer.Option("0,1,2", help="comma-separated training seeds (the data split is fixed, seed 0)"),
+    variants: str = typer.Option(",".join(VARIANTS), help="comma-separated variant names"),
+    threads: int = typer.Option(2, help="torch threads"),
+    epochs: int = typer.Option(1000, help="maximum epochs (early stopping, patience 20, on validation Recall@20)"),
+    out: Path = typer.Option(CACHE / "bench" / "multimodal.json"),
+) -> None:
+    """Mean +- std over seeds of test Recall@20 / NDCG@20 and seconds per epoch, all variants in one run."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    for dname in datasets.split(","):
+        if not (data_root() / dname).exists():
+            console.print(f"[yellow]skip {dname}: {data_root() / dname} not found (set ITEMREP_DATA)")
+            continue
+        path = _dataset(dname)
+        for vname in names:
+            model, cfg = VARIANTS[vname]
+            ds = RecDataset.load(path, modalities=cfg.get("modalities", []))
+            for seed in (int(s) for s in seeds.split(",")):
+                key = f"{dname}|{vname}|{seed}"
+                if key in results:
+                    continue
+                t0 = time.perf_counter()
+                r = Trainer(model, {**cfg, "threads": threads, "epochs": epochs}, seed=seed).fit(ds)
+                results[key] = {**{k: v for k, v in r.to_dict().items() if k != "history"}, "wall_s": time.perf_counter() - t0}
+                out.write_text(json.dumps(results, indent=2))
+    table = Table(title="Test metrics at the best validation epoch, mean +- std over seeds " + seeds)
+    for c in ("dataset", "model", "Recall@20", "NDCG@20", "valid R@20", "best epoch", "s/epoch", "CPU s/epoch", "seeds"):
+        table.add_column(c)
+    for dname in datasets.split(","):
+        for vname in names:
+            rs = [v for k, v in results.items() if k.startswith(f"{dname}|{vname}|") and int(k.rsplit("|", 1)[1]) in {int(s) for s in seeds.split(",")}]
+            if not rs:
+                continue
+            def ms(vals):
+                a = np.array(vals)
+                return f"{a.mean():.4f} +- {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
+            table.add_row(dname, vname, ms([r["test"]["recall@20"] for r in rs]), ms([r["test"]["ndcg@20"] for r in rs]), ms([r["valid"]["recall@20"] for r in rs]), f"{np.mean([r['best_epoch'] for r in rs]):.0f}", f"{np.mean([r['sec_per_epoch'] for r in rs]):.2f}", f"{np.mean([r.get('cpu_sec_per_epoch', float('nan')) for r in rs]):.2f}", str(len(rs)))
+    console.print(table)
+    console.print(f"load average now (other jobs share these cores): {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -56,11 +56,13 @@ def test_concept_text_format():
             Concept(slot="promo", value="sale", level="auxiliary"),
             Concept(slot="brand", value="acme"),
             Concept(slot="color", value="red"),
+            Concept(slot="name", value="leftover words"),
         ],
     )
     assert concept_text(h) == "category: t-shirt; brand: acme; color: red"
     assert concept_text(h, "genre: drama") == "category: t-shirt; brand: acme; color: red; genre: drama"
     assert concept_text(None, "genre: drama") == "genre: drama"
+    assert "name: leftover words" in concept_text(h, skip_slots=())
 
 
 def test_features_text_and_concept(tmp_path):

@@ -36,7 +36,12 @@ MODALITIES: tuple[str, ...] = ("image", "text", "concept")
 CONCEPT_SLOT_ORDER: tuple[str, ...] = ("category", "name", "brand", "model", "variant", "color", "spec", "pack", "style", "visual_object")
 
 
-def concept_text(hierarchy, attributes: str = "", primary_only: bool = True) -> str:
+#: Slots left out of the concept text: ``name`` holds the leftover title/description words, which
+#: the text modality already encodes.
+CONCEPT_SKIP_SLOTS: tuple[str, ...] = ("name",)
+
+
+def concept_text(hierarchy, attributes: str = "", primary_only: bool = True, skip_slots: Sequence[str] = CONCEPT_SKIP_SLOTS) -> str:
     """Flatten a :class:`~itemrep.concepts.schema.ConceptHierarchy` to ``"slot: v1, v2; slot: v3"``.
 
     Args:
@@ -44,6 +49,7 @@ def concept_text(hierarchy, attributes: str = "", primary_only: bool = True) -> 
         attributes: extra ``"key: value; ..."`` text appended at the end (structured attributes).
         primary_only: keep only primary concepts (auxiliary ones -- promotions, shipping, seller
             tags -- describe the listing, not the item; FITRep Sec. 3.1).
+        skip_slots: slots to leave out (default :data:`CONCEPT_SKIP_SLOTS`).
 
     Returns:
         The concept text; slots in :data:`CONCEPT_SLOT_ORDER` first, duplicate values dropped,
@@ -52,7 +58,7 @@ def concept_text(hierarchy, attributes: str = "", primary_only: bool = True) -> 
     groups: dict[str, list[str]] = {}
     if hierarchy is not None:
         for c in hierarchy.concepts:
-            if primary_only and c.level != "primary":
+            if (primary_only and c.level != "primary") or c.slot in skip_slots:
                 continue
             vals = groups.setdefault(c.slot, [])
             if c.value not in vals:

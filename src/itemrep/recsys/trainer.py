@@ -91,7 +91,10 @@ class TrainResult:
         test: test metrics of the model from the best epoch.
         best_epoch: 1-based epoch with the best validation metric.
         epochs_run: epochs trained before stopping.
-        sec_per_epoch: mean training seconds per epoch (excluding evaluation).
+        sec_per_epoch: mean wall-clock training seconds per epoch (excluding evaluation).
+        cpu_sec_per_epoch: mean process CPU seconds per training epoch (all threads); on a
+            machine shared with other jobs, ``cpu_sec_per_epoch / threads`` approximates the wall
+            time the epoch would take with the cores to itself.
         history: per evaluated epoch ``{"epoch", "loss", "valid_metric", "train_s", "eval_s"}``.
     """
 
@@ -100,6 +103,7 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     sec_per_epoch: float
+    cpu_sec_per_epoch: float = float("nan")
     history: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -109,6 +113,7 @@ class TrainResult:
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "sec_per_epoch": self.sec_per_epoch,
+            "cpu_sec_per_epoch": self.cpu_sec_per_epoch,
             "history": self.history,
         }
 
@@ -163,6 +168,7 @@ class Trainer:
         best_valid: dict = {}
         history: list[dict] = []
         train_times: list[float] = []
+        cpu_times: list[float] = []
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps({"model": self.model_name, "seed": self.seed, "dataset": dataset.name, **cfg}, indent=2, default=str))
@@ -179,7 +185,7 @@ class Trainer:
             task = bar.add_task("train", total=n_epochs, info="")
             epoch = 0
             for epoch in range(1, n_epochs + 1):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 model.train()
                 model.on_epoch_start(epoch)
                 perm = rng.permutation(len(users_np))
@@ -199,6 +205,7 @@ class Trainer:
                 model.on_epoch_end(epoch)
                 t_train = time.perf_counter() - t0
                 train_times.append(t_train)
+                cpu_times.append(time.process_time() - c0)
                 rec = {"epoch": epoch, "loss": total / max(nb, 1), "train_s": t_train}
                 if epoch % int(cfg["eval_step"]) == 0 or epoch == n_epochs:
                     t1 = time.perf_counter()
@@ -222,7 +229,7 @@ class Trainer:
         model.eval()
         model.prepare_eval()
         test_res, topk = ev_test.evaluate(model.score_users, return_topk=self.run_dir is not None)
-        result = TrainResult(best_valid, test_res, best_epoch, epoch, float(np.mean(train_times)), history)
+        result = TrainResult(best_valid, test_res, best_epoch, epoch, float(np.mean(train_times)), float(np.mean(cpu_times)), history)
         if self.run_dir:
             torch.save(model.state_dict(), self.run_dir / "best.pt")
             np.savez_compressed(self.run_dir / "topk_test.npz", users=ev_test.users_, items=topk)
