@@ -370,3 +370,13 @@ def test_bad_pipeline_json(tmp_path):
     (dst / "pipeline.json").write_text('{"stages": [{"type": "magic"}]}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"unknown type 'magic'"):
         RuleBasedExtractor(lexicon_dir=dst)
+
+
+def test_fast_concepts_equal_validated_ones(ex):
+    """The engine builds Concepts without re-validation (speed); they must equal validated ones."""
+    import itemrep.concepts.rules as rules
+
+    for c in ex.concepts_from_text("【包邮】Kaos Polos Hitam XL 500ml isi 12 ready stock 🔥 SM-G998B"):
+        v = Concept(**c.model_dump())
+        assert v == c and v.model_dump() == c.model_dump() and c.model_fields_set == v.model_fields_set
+    assert rules._make_concept in (rules._fast_concept, rules._validated_concept)
