@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from itemrep.fusion import AttentionFusion
 from itemrep.paths import dataset
 from itemrep.pipeline import FITRep
 from itemrep.runinfo import peak_rss_mb
-from itemrep.slots import phash_bits
+from itemrep.slots import DEFAULT_SLOT_SPECS, phash_bits
 
 K = 20  # candidate neighbours per item for the baselines
 
@@ -170,13 +171,17 @@ def run_split(cat: Catalog, seed: int, args) -> list[dict]:
         variants += [("FITRep, uniform α", {"fusion": "uniform"}, False),
                      ("FITRep, no SPDR (reducer none)", {"reducer": "none"}, True),
                      ("FITRep, SPDR = UMAP", {"reducer": "umap"}, True),
-                     ("FITRep, no chaining guard", {"guard": False}, True)]
+                     ("FITRep, no chaining guard", {"guard": False}, True),
+                     ("FITRep, no attribute conflicts", {"slot_specs": tuple(replace(sp_, conflict=False) for sp_ in DEFAULT_SLOT_SPECS)}, True),
+                     ("FITRep, TF-IDF slots only (no USE)", {"text_encoder": "none"}, True),
+                     ("FITRep, USE only (no TF-IDF slots)", {"slot_specs": tuple(sp_ for sp_ in DEFAULT_SLOT_SPECS if not sp_.encoder.startswith("tfidf") or sp_.conflict)}, True)]
     for name, kw, learn in variants:
+        if args.only and name not in args.only:
+            continue
         kw = dict(kw)
         fusion = None
         if kw.pop("fusion", None) == "uniform":
-            fusion = AttentionFusion(alpha={s: 1.0 for s in ["primary_words", "primary_chars", "primary_sem", "brand", "model",
-                                                             "spec", "color", "auxiliary", "phash"]})
+            fusion = AttentionFusion(alpha={sp_.name: 1.0 for sp_ in DEFAULT_SLOT_SPECS})
         guard = kw.pop("guard", True)
         model = FITRep(fusion=fusion, images="off", clusterer=NearDuplicateClusterer(guard=guard), **kw)
         t0 = time.perf_counter()
@@ -197,6 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--quick", action="store_true", help="use 30%% of the groups (smoke run)")
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--only", nargs="*", help="run only the FITRep variants with these exact names, e.g. FITRep \"FITRep, uniform α\"")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     root = dataset("shopee")

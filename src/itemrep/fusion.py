@@ -9,10 +9,19 @@ similarity. With K unit-norm (or zero) slot vectors c_k and non-negative weights
 so every pair's similarity splits exactly into per-slot terms, which is what makes the
 representation white-box: the report shows each term α_k cos(c_k, c'_k).
 
-:meth:`AttentionFusion.fit` learns α on labelled pairs with a non-negative logistic regression,
-P(dup | pair) = σ(Σ_k w_k x_k + b), w_k ≥ 0, and sets α = w / Σ w. The decision boundary
-Σ w_k x_k + b = 0 becomes Σ α_k x_k = -b / Σ w, the logistic estimate of the threshold τ (the
-pipeline then refines τ for the best mean per-item F1).
+Attribute conflicts (an extension of ours, see :mod:`itemrep.slots`): for slots such as spec or
+colour, a pair where both items state the attribute and disagree gets ``conf_c = 1 - cos_c``. The
+edge score of a pair is then
+
+    sim = Σ_k α_k cos(c_k, c'_k) - Σ_c γ_c conf_c         (γ_c ≥ 0)
+
+The first sum is exactly z · z' (used for the FAISS candidate search); the penalties are applied
+when candidate edges are scored, and every term is reported per edge.
+
+:meth:`AttentionFusion.fit` learns α and γ on labelled pairs with a sign-constrained logistic
+regression, P(dup | pair) = σ(Σ_k w_k cos_k - Σ_c v_c conf_c + b), w, v ≥ 0, and sets α = w / Σ w,
+γ = v / Σ w. The decision boundary becomes sim = -b / Σ w, the logistic estimate of the threshold τ
+(the pipeline then refines τ for the best mean per-item F1).
 """
 
 from __future__ import annotations
@@ -40,9 +49,11 @@ class AttentionFusion:
         intercept_: logistic intercept b; ``tau_logistic_`` = -b / Σw.
     """
 
-    def __init__(self, alpha: dict[str, float] | None = None, primary_share: float = 0.9) -> None:
+    def __init__(self, alpha: dict[str, float] | None = None, primary_share: float = 0.9,
+                 gamma: dict[str, float] | None = None) -> None:
         self.alpha = alpha
         self.primary_share = primary_share
+        self.gamma = gamma
 
     # ------------------------------------------------------------------ weights
     def default_alpha(self, slots: SlotSet) -> dict[str, float]:
@@ -75,6 +86,11 @@ class AttentionFusion:
         """α resolved for ``slots`` (dict)."""
         return dict(zip(slots.names, map(float, self.weights(slots))))
 
+    def penalties(self, slots: SlotSet) -> np.ndarray:
+        """γ over ``slots.conflict_slots`` as float64 (C,), non-negative (0 when not fitted/given)."""
+        gamma = getattr(self, "gamma_", None) or self.gamma or {}
+        return np.array([max(0.0, float(gamma.get(k, 0.0))) for k in slots.conflict_slots], dtype=np.float64)
+
     # ------------------------------------------------------------------ fusion
     def fuse(self, dense_views: dict[str, np.ndarray], slots: SlotSet) -> np.ndarray:
         """z = ⊕_k √α_k · c_k over the dense slot views.
@@ -98,33 +114,37 @@ class AttentionFusion:
         return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
     def pair_similarity(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact fused similarity of pairs and its per-slot terms.
+        """Exact edge score of pairs and its per-slot terms.
 
         Returns:
-            ``(sim, terms)``: float32 (E,) with sim = Σ_k α_k cos_k, and float32 (E, K) terms
-            α_k cos_k in ``slots.names`` order.
+            ``(sim, terms)``: float32 (E,) with sim = Σ_k α_k cos_k - Σ_c γ_c conf_c, and float32
+            (E, K + C) terms in ``slots.feature_names`` order (α_k cos_k, then -γ_c conf_c).
         """
-        cos = slots.pair_cosines(i, j)
-        terms = cos * self.weights(slots).astype(np.float32)[None, :]
+        feats = slots.pair_features(i, j)
+        w = np.concatenate([self.weights(slots), -self.penalties(slots)]).astype(np.float32)
+        terms = feats * w[None, :]
         return terms.sum(axis=1), terms
 
     # ------------------------------------------------------------------ learning
     def fit(self, cosines: np.ndarray, y: np.ndarray, names: Sequence[str], l2: float = 1e-3) -> "AttentionFusion":
-        """Learn α by non-negative logistic regression on labelled pairs.
+        """Learn α (and γ) by sign-constrained logistic regression on labelled pairs.
 
         Args:
-            cosines: float (E, K) per-slot cosines of candidate pairs (:meth:`SlotSet.pair_cosines`).
+            cosines: float (E, K + C) pair features (:meth:`SlotSet.pair_features`): K slot
+                cosines, then C conflicts whose names start with ``conflict_``.
             y: (E,) 1 for duplicate pairs (same label), 0 otherwise.
-            names: the K slot names (columns of ``cosines``).
-            l2: ridge penalty on w.
+            names: the K + C feature names (``slots.feature_names``).
+            l2: ridge penalty on the weights.
 
         Returns:
-            self, with ``alpha_``, ``intercept_``, ``tau_logistic_`` set.
+            self, with ``alpha_``, ``gamma_``, ``intercept_``, ``tau_logistic_`` set.
 
         Raises:
             ValueError: when ``y`` has a single class or shapes disagree.
         """
-        x = np.asarray(cosines, dtype=np.float64)
+        names = list(names)
+        sign = np.array([-1.0 if n.startswith("conflict_") else 1.0 for n in names])
+        x = np.asarray(cosines, dtype=np.float64) * sign[None, :]
         y = np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != len(y) or x.shape[1] != len(names):
             raise ValueError(f"cosines {x.shape} do not match {len(y)} labels and {len(names)} slot names")
@@ -150,11 +170,14 @@ class AttentionFusion:
         bounds = [(0.0, None)] * k + [(None, None)]
         res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
         w, b = res.x[:k], res.x[k]
-        if w.sum() <= 0:
-            w = np.ones(k)
-        self.alpha_ = {n: float(v / w.sum()) for n, v in zip(names, w)}
+        pos = sign > 0
+        if w[pos].sum() <= 0:
+            w = np.where(pos, 1.0, 0.0)
+        total = w[pos].sum()
+        self.alpha_ = {n: float(v / total) for n, v, p in zip(names, w, pos) if p}
+        self.gamma_ = {n[len("conflict_"):]: float(v / total) for n, v, p in zip(names, w, pos) if not p}
         self.intercept_ = float(b)
-        self.tau_logistic_ = float(-b / w.sum())
+        self.tau_logistic_ = float(-b / total)
         self.coef_ = {n: float(v) for n, v in zip(names, w)}
         return self
 
@@ -162,6 +185,7 @@ class AttentionFusion:
     def to_dict(self) -> dict:
         return {
             "alpha": getattr(self, "alpha_", None) or self.alpha,
+            "gamma": getattr(self, "gamma_", None) or self.gamma,
             "primary_share": self.primary_share,
             "intercept": getattr(self, "intercept_", None),
             "tau_logistic": getattr(self, "tau_logistic_", None),
@@ -169,9 +193,11 @@ class AttentionFusion:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AttentionFusion":
-        f = cls(alpha=d.get("alpha"), primary_share=d.get("primary_share", 0.9))
+        f = cls(alpha=d.get("alpha"), primary_share=d.get("primary_share", 0.9), gamma=d.get("gamma"))
         if d.get("alpha"):
             f.alpha_ = dict(d["alpha"])
+        if d.get("gamma"):
+            f.gamma_ = dict(d["gamma"])
         return f
 
     def save(self, path: Path) -> None:

@@ -247,7 +247,7 @@ class FITRep:
 
         Args:
             catalog: items with labels (``--label-col``).
-            tau_grid: thresholds to try (default: 0.20..0.95 by 0.05, then ±0.04 by 0.01 around the best).
+            tau_grid: thresholds to try (default: 0.10..0.95 by 0.05, then ±0.04 by 0.01 around the best).
             learn_alpha: when False, keep the fusion's given/default α and fit τ only.
 
         Raises:
@@ -264,7 +264,7 @@ class FITRep:
             i, j = self.clusterer.candidates(rep.vectors)
             y = (labels[i] == labels[j]).astype(np.int8)
             if learn_alpha:
-                self.fusion.fit(rep.slots.pair_cosines(i, j), y, rep.slots.names)
+                self.fusion.fit(rep.slots.pair_features(i, j), y, rep.slots.feature_names)
             else:
                 self.fusion.alpha_ = self.fusion.alpha_for(rep.slots)
                 self.fusion.tau_logistic_ = None
@@ -285,7 +285,7 @@ class FITRep:
                                            guard_margin=self.clusterer.guard_margin)
                 return mean_item_f1(labels, c.cluster(len(ids), i, j, score, ids, pair_score=pair_fn).cluster_id)
 
-            grid = list(tau_grid) if tau_grid is not None else [round(x, 3) for x in np.arange(0.2, 0.96, 0.05)]
+            grid = list(tau_grid) if tau_grid is not None else [round(x, 3) for x in np.arange(0.1, 0.96, 0.05)]
             curve = {t: f1_at(t) for t in grid}
             best = max(curve, key=lambda t: (curve[t], -t))
             if tau_grid is None:
@@ -298,6 +298,7 @@ class FITRep:
             "n_candidate_pairs": int(len(y)),
             "positive_pairs": int(y.sum()),
             "alpha": self.fusion.alpha_,
+            "gamma": getattr(self.fusion, "gamma_", {}),
             "tau": float(best),
             "tau_logistic": self.fusion.tau_logistic_,
             "train_mean_item_f1": float(curve[best]),
@@ -333,19 +334,23 @@ class FITRep:
             sim, terms = self.fusion.pair_similarity(rep.slots, ki, kj)
             edges = pd.DataFrame({"item_a": ids_arr[ki].astype(str), "item_b": ids_arr[kj].astype(str),
                                   "similarity": score[keep].astype(np.float32)})
-            for k, name in enumerate(rep.slots.names):
+            for k, name in enumerate(rep.slots.feature_names):
                 edges[f"term_{name}"] = terms[:, k]
             concepts = concepts_frame(rep.hierarchies)
         metrics = None
         if catalog.has_labels:
             metrics = dedup_metrics(catalog.labels, cl.cluster_id)
+        from itemrep.runinfo import package_versions
+
         run = {
             "itemrep_version": __version__,
+            "versions": package_versions(),
             "n_items": len(ids),
             "n_clusters": int(len(set(cl.cluster_id))),
             "n_duplicates_removed": int(len(ids) - len(set(cl.cluster_id))),
             "parameters": self.params(),
             "alpha": self.fusion.alpha_for(rep.slots),
+            "gamma": dict(zip(rep.slots.conflict_slots, map(float, self.fusion.penalties(rep.slots)))),
             "tau": self.clusterer.threshold,
             "index": getattr(self.clusterer, "index_name_", None),
             "n_candidate_pairs": int(len(i)),

@@ -25,6 +25,11 @@ ocr_primary        primary    text read off the product                       TF
 ocr_auxiliary      auxiliary  stickers, banners, watermarks                   TF-IDF words
 =================  =========  ==============================================  ===================
 
+Slots marked *conflict* (brand, model, spec, colour, variant) also yield an attribute-conflict
+feature ``1 - cos`` for pairs where both items state the attribute: "500 ml" against "1 l" is
+evidence *against* a duplicate, which an absent spec is not. :mod:`itemrep.fusion` learns a
+non-negative penalty γ for each.
+
 The phash slot maps bit b to ±1/8, so for two hashes at Hamming distance h the slot cosine is
 exactly ``1 - h/32`` (64 bits).
 """
@@ -56,22 +61,26 @@ class SlotSpec:
             listed concept slots, each value one token), ``"auxiliary_text"``, ``"phash"``,
             ``"external"`` (a precomputed matrix passed in, e.g. image embeddings).
         encoder: ``"tfidf_word"``, ``"tfidf_word12"``, ``"tfidf_char"``, ``"dense"``, ``"phash"``, ``"external"``.
+        conflict: also score an *attribute conflict* for this slot: ``1 - cos`` when both items
+            have the slot, 0 otherwise (see :meth:`SlotSet.pair_features`).
     """
 
     name: str
     level: str
     source: str
     encoder: str
+    conflict: bool = False
 
 
 DEFAULT_SLOT_SPECS: tuple[SlotSpec, ...] = (
     SlotSpec("primary_words", "primary", "primary_text", "tfidf_word12"),
     SlotSpec("primary_chars", "primary", "primary_text", "tfidf_char"),
     SlotSpec("primary_sem", "primary", "primary_text", "dense"),
-    SlotSpec("brand", "primary", "concepts:brand", "tfidf_word"),
-    SlotSpec("model", "primary", "concepts:model", "tfidf_word"),
-    SlotSpec("spec", "primary", "concepts:spec,pack", "tfidf_word"),
-    SlotSpec("color", "primary", "concepts:color", "tfidf_word"),
+    SlotSpec("brand", "primary", "concepts:brand", "tfidf_word", conflict=True),
+    SlotSpec("model", "primary", "concepts:model", "tfidf_word", conflict=True),
+    SlotSpec("spec", "primary", "concepts:spec,pack", "tfidf_word", conflict=True),
+    SlotSpec("color", "primary", "concepts:color", "tfidf_word", conflict=True),
+    SlotSpec("variant", "primary", "concepts:variant", "tfidf_word", conflict=True),
     SlotSpec("auxiliary", "auxiliary", "auxiliary_text", "tfidf_word"),
     SlotSpec("phash", "primary", "phash", "phash"),
     SlotSpec("image_primary", "primary", "external", "external"),
@@ -125,6 +134,32 @@ class SlotSet:
     levels: dict[str, str]
     texts: dict[str, list[str]] = field(default_factory=dict)
     salience: dict[str, np.ndarray] = field(default_factory=dict)
+    conflict_slots: list[str] = field(default_factory=list)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Columns of :meth:`pair_features`: slot names, then ``conflict_<slot>`` names."""
+        return self.names + [f"conflict_{k}" for k in self.conflict_slots]
+
+    def presence(self, name: str) -> np.ndarray:
+        """bool (N,): items with a non-zero vector in slot ``name``."""
+        m = self.matrices[name]
+        return (m.getnnz(axis=1) > 0) if sp.issparse(m) else np.any(m != 0, axis=1)
+
+    def pair_features(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Per-slot cosines followed by attribute conflicts, float32 (E, K + C).
+
+        Conflict of slot c for pair (i, j) is ``1 - cos_c`` when both items have slot c, else 0.
+        """
+        cos = self.pair_cosines(i, j)
+        if not self.conflict_slots:
+            return cos
+        conf = np.zeros((len(i), len(self.conflict_slots)), dtype=np.float32)
+        for c, name in enumerate(self.conflict_slots):
+            pres = self.presence(name)
+            both = pres[i] & pres[j]
+            conf[both, c] = 1.0 - cos[both, self.names.index(name)]
+        return np.hstack([cos, conf])
 
     @property
     def names(self) -> list[str]:
@@ -301,7 +336,8 @@ class SlotEncoder:
             matrices[spec.name] = m
             levels[spec.name] = spec.level
             texts[spec.name] = list(txt)
-        return SlotSet(matrices=matrices, levels=levels, texts=texts)
+        conflict = [s.name for s in self.specs if s.conflict and s.name in matrices]
+        return SlotSet(matrices=matrices, levels=levels, texts=texts, conflict_slots=conflict)
 
 
 __all__ = ["AUXILIARY_SLOTS", "DEFAULT_SLOT_SPECS", "SlotEncoder", "SlotSet", "SlotSpec", "phash_bits"]
