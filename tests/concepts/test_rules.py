@@ -380,3 +380,14 @@ def test_fast_concepts_equal_validated_ones(ex):
         v = Concept(**c.model_dump())
         assert v == c and v.model_dump() == c.model_dump() and c.model_fields_set == v.model_fields_set
     assert rules._make_concept in (rules._fast_concept, rules._validated_concept)
+
+
+def test_odd_inputs(ex):
+    assert ex.concepts_from_text(None) == []  # type: ignore[arg-type]
+    assert ex.concepts_from_text("\x00\x00") == []
+    assert slots(ex.concepts_from_text("Kaos\x00Hitam"))["color"] == ["black"]
+    long = "kaos polos hitam 500ml " * 5000  # 115 k characters
+    t0 = time.process_time()
+    cs = ex.concepts_from_text(long, source="text")
+    assert time.process_time() - t0 < 5.0
+    assert slots(cs)["spec"] == ["0.5 l"]  # repeats collapse to one concept

@@ -516,6 +516,8 @@ class RuleBasedExtractor(ConceptExtractor):
             Concepts in reading order (a repeated ``(slot, value)`` kept once); ``[]`` for empty text.
         """
         text = clean_text(text)
+        if MASK in text:  # the engine's own marker must not occur in the input
+            text = text.replace(MASK, " ").strip()
         if not text:
             return []
         ctx = _Ctx(text, source)
