@@ -45,20 +45,36 @@ from itemrep.errors import ItemFailure
 from itemrep.images import ImageLoadError, read_image
 
 #: Identity of the feature extractor; part of every cache key. Bump on any change of the outputs.
-EXTRACTOR_VERSION = "effnet-lite0-v1"
+EXTRACTOR_VERSION = "effnet-lite0-v2"
 #: Side of the square CNN input, pixels. The feature map is side/32 cells (7x7 at 224).
 INPUT_SIZE = 224
 #: Width of the pooled feature vector.
 FEATURE_DIM = 1280
-#: How the main-object embedding is pooled from the feature map. ``"cam"``: class-activation map of
-#: the top classes (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization",
-#: CVPR, Eq. 2) thresholded at ``CAM_THRESHOLD`` of its maximum, features averaged over the
-#: cells above it; ``"energy"``: cells whose activation L2 norm is above its mean (attention by
-#: feature energy, Zagoruyko & Komodakis 2017, "Paying More Attention to Attention", Sec. 3.1);
-#: ``"center"``: the central 5x5 of 7x7 cells; ``"whole"``: global average (= the black box).
-PRIMARY_METHODS = ("cam", "energy", "center", "whole")
-DEFAULT_PRIMARY_METHOD = "cam"
-CAM_THRESHOLD = 0.5
+#: Side of the whole-frame (context / locator) pass; the crop pass always uses INPUT_SIZE.
+CONTEXT_SIZE = 224
+#: How the main-object embedding is obtained (see :func:`primary_masks`):
+#:
+#: * ``"saliency"``: background-contrast saliency with a centre prior on the feature map: a cell is
+#:   salient when its feature differs from the mean feature of the frame border (the *boundary
+#:   prior* of Wei et al. 2012, "Geodesic Saliency Using Background Priors", ECCV, Sec. 3; Zhu et al.
+#:   2014, "Saliency Optimization from Robust Background Detection", CVPR) times a Gaussian centre
+#:   prior; cells >= 0.5 of the max after min-max scaling are pooled;
+#: * ``"saliency_crop"``: the box of the ``"saliency"`` cells is cropped from the photo and passed
+#:   through the CNN again at full input resolution, then saliency-pooled (two CNN passes);
+#: * ``"cam"``: class-activation map of the top classes (Zhou et al. 2016, "Learning Deep Features
+#:   for Discriminative Localization", CVPR, Eq. 2), cells >= 0.5 of its max; ``"cam_crop"``: its
+#:   box re-run like ``saliency_crop``;
+#: * ``"energy"``: cells whose activation L2 norm is above its mean (Zagoruyko & Komodakis 2017,
+#:   "Paying More Attention to Attention", ICLR, Sec. 3.1);
+#: * ``"center"``: the central 5x5 of 7x7 cells; ``"whole"``: global average (= the black box).
+PRIMARY_METHODS = ("saliency_crop", "saliency", "cam_crop", "cam", "energy", "center", "whole")
+CROP_METHODS = ("saliency_crop", "cam_crop")
+#: Chosen by measurement (bench/collapse.py, bench/grocery.py; docs/images.md).
+DEFAULT_PRIMARY_METHOD = "saliency_crop"
+MASK_THRESHOLD = 0.5
+#: Share of the colour histogram in ``image_primary`` = √(1-w)·CNN ⊕ √w·colour (colour is a
+#: primary attribute: H&M colour variants must stay apart). Chosen by measurement, docs/images.md.
+COLOUR_WEIGHT = 0.25
 #: Number of ImageNet labels kept per region (only those with probability >= MIN_LABEL_PROB).
 TOP_K = 5
 MIN_LABEL_PROB = 0.05
@@ -153,7 +169,7 @@ class EfficientNetLite0:
         import onnxruntime
         import torch
 
-        return self.cache_dir / "models" / f"efficientnet-lite0-fmap-s{self.input_size}-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}.onnx"
+        return self.cache_dir / "models" / f"efficientnet-lite0-fmap-dyn-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}.onnx"
 
     def _load_onnx(self, model):
         import onnxruntime as ort
@@ -174,10 +190,13 @@ class EfficientNetLite0:
                     return self.m.extract_features(x)
 
             x = torch.zeros(2, 3, self.input_size, self.input_size)
-            with torch.no_grad():
+            import warnings
+
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 torch.onnx.export(
                     _FMap(model), (x,), str(tmp), input_names=["input"], output_names=["fmap"],
-                    dynamic_axes={"input": {0: "n"}, "fmap": {0: "n"}}, opset_version=17, dynamo=False,
+                    dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "fmap": {0: "n", 2: "fh", 3: "fw"}}, opset_version=17, dynamo=False,
                 )
             os.replace(tmp, path)
         so = ort.SessionOptions()
@@ -240,7 +259,8 @@ def primary_masks(fmap: np.ndarray, method: str, fc_weight: np.ndarray | None = 
 
     Args:
         fmap: (N, C, h, w) float32 feature maps.
-        method: one of :data:`PRIMARY_METHODS`.
+        method: ``"saliency"``, ``"cam"``, ``"energy"``, ``"center"`` or ``"whole"`` (the
+            ``*_crop`` methods use their base method's mask to choose the crop).
         fc_weight, fc_bias: classifier (1000, C) and (1000,), needed for ``"cam"``.
 
     Returns:
@@ -254,6 +274,19 @@ def primary_masks(fmap: np.ndarray, method: str, fc_weight: np.ndarray | None = 
         bh, bw = max(1, round(h / 7)), max(1, round(w / 7))
         m[:, bh : h - bh, bw : w - bw] = 1.0
         return m
+    if method == "saliency":
+        fn = fmap / np.maximum(np.sqrt((fmap * fmap).sum(axis=1, keepdims=True)), 1e-6)
+        border = np.zeros((h, w), dtype=bool)
+        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+        bmean = fn[:, :, border].mean(axis=2)  # (n, C): the frame border = background/template
+        bmean /= np.maximum(np.linalg.norm(bmean, axis=1, keepdims=True), 1e-6)
+        contrast = 1.0 - np.matmul(bmean[:, None, :], fn.reshape(n, c, h * w))[:, 0].reshape(n, h, w)
+        yy, xx = np.mgrid[0:h, 0:w]
+        prior = np.exp(-0.5 * (((yy - (h - 1) / 2) / (h / 2.8)) ** 2 + ((xx - (w - 1) / 2) / (w / 2.8)) ** 2))
+        sal = contrast * prior
+        lo = sal.min(axis=(1, 2), keepdims=True)
+        hi = sal.max(axis=(1, 2), keepdims=True)
+        return ((sal - lo) / np.maximum(hi - lo, 1e-6) >= MASK_THRESHOLD).astype(np.float32)
     if method == "energy":
         e = np.sqrt((fmap * fmap).sum(axis=1))  # (n, h, w)
         m = (e >= e.mean(axis=(1, 2), keepdims=True)).astype(np.float32)
@@ -271,7 +304,7 @@ def primary_masks(fmap: np.ndarray, method: str, fc_weight: np.ndarray | None = 
         cmax = cam.max(axis=(1, 2), keepdims=True)
         cmin = cam.min(axis=(1, 2), keepdims=True)
         norm = (cam - cmin) / np.maximum(cmax - cmin, 1e-6)
-        return (norm >= CAM_THRESHOLD).astype(np.float32)
+        return (norm >= MASK_THRESHOLD).astype(np.float32)
     raise ValueError(f"unknown primary method {method!r}; choose one of {PRIMARY_METHODS}")
 
 
@@ -320,7 +353,9 @@ class ImageFeatures:
         phash: per image 16 hex digits or ``None``.
         sha1: per image content hash of the file bytes or ``None``.
         errors: per image ``None`` or the one-line reason it could not be used.
-        seconds: wall seconds per part (``decode``, ``cnn``, ``pool``, ``phash``).
+        seconds: wall seconds per part (``decode``, ``cnn``, ``pool``).
+        colour: (N, COLOUR_DIM) float32 unit colour descriptors of the primary region
+            (:func:`colour_descriptor`), zero rows for failed images.
     """
 
     pooled: dict[str, np.ndarray]
@@ -331,24 +366,72 @@ class ImageFeatures:
     sha1: list[str | None]
     errors: list[str | None]
     seconds: dict[str, float] = field(default_factory=dict)
+    colour: np.ndarray | None = None
 
 
-def _decode_one(path: Path | None, size: int, want_phash: bool) -> tuple:
+def _to_input(im: Image.Image, size: int) -> np.ndarray:
+    small = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return ((np.asarray(small, dtype=np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+
+
+def _decode_one(path: Path | None, size: int, want_phash: bool, keep: bool) -> tuple:
     """(array (3,S,S) | None, phash | None, sha1 | None, error | None, pil image | None)."""
     from itemrep.encoders.phash import phash_hex
 
     if path is None:
         return None, None, None, "no image", None
     try:
-        li = read_image(path, max_side=max(2 * size, 448), min_side=size)
+        li = read_image(path, max_side=448, min_side=INPUT_SIZE)
     except ImageLoadError as e:
         return None, None, None, str(e), None
     im = li.image
     ph = phash_hex(im) if want_phash else None
-    s = size
-    small = im.resize((s, s), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    a = ((np.asarray(small, dtype=np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
-    return a, ph, li.sha1, None, im
+    return _to_input(im, size), ph, li.sha1, None, (im if keep else None)
+
+
+#: Colour histogram of the main-object region: 8 hue x 3 saturation x 3 value bins (HSV).
+COLOUR_BINS = (8, 3, 3)
+COLOUR_DIM = int(np.prod(COLOUR_BINS))
+
+
+def colour_descriptor(im: Image.Image, box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)) -> np.ndarray:
+    """Centre-weighted HSV colour histogram of a region, as a unit vector.
+
+    The region is resized to 48x48, each pixel weighted by a Gaussian centre prior (sigma = 1/3 of
+    the side) so background at the edges of the box counts less; low-saturation pixels fall into
+    the achromatic bins by value. The square root of the normalised histogram is returned
+    (Hellinger embedding), so the cosine of two descriptors is the Bhattacharyya coefficient of the
+    histograms (Bhattacharyya 1943; Arandjelović & Zisserman 2012, "Three things everyone should
+    know", Sec. 2, RootSIFT).
+
+    Returns:
+        (COLOUR_DIM,) float32, L2 norm 1.
+    """
+    W, H = im.size
+    x0, y0, x1, y1 = box
+    c = im.crop((int(x0 * W), int(y0 * H), max(int(x0 * W) + 1, int(np.ceil(x1 * W))), max(int(y0 * H) + 1, int(np.ceil(y1 * H)))))
+    hsv = np.asarray(c.resize((48, 48), Image.Resampling.BILINEAR).convert("HSV"), dtype=np.int32)
+    hb, sb, vb = COLOUR_BINS
+    hi = hsv[..., 0] * hb // 256
+    si = hsv[..., 1] * sb // 256
+    vi = hsv[..., 2] * vb // 256
+    hi = np.where(si == 0, 0, hi)  # hue is meaningless for grey pixels
+    idx = (hi * sb + si) * vb + vi
+    g = np.exp(-0.5 * ((np.arange(48) - 23.5) / 16.0) ** 2)
+    wgt = np.outer(g, g)
+    hist = np.bincount(idx.ravel(), weights=wgt.ravel(), minlength=COLOUR_DIM)[:COLOUR_DIM]
+    v = np.sqrt(hist / max(hist.sum(), 1e-12))
+    return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+
+
+def _crop_inputs(imgs: list[Image.Image], mask: np.ndarray, size: int) -> np.ndarray:
+    out = []
+    for im, mk in zip(imgs, mask):
+        x0, y0, x1, y1 = mask_box(mk)
+        W, H = im.size
+        c = im.crop((int(x0 * W), int(y0 * H), max(int(x0 * W) + 1, int(np.ceil(x1 * W))), max(int(y0 * H) + 1, int(np.ceil(y1 * H)))))
+        out.append(_to_input(c, size))
+    return np.stack(out)
 
 
 def compute_image_features(
@@ -360,33 +443,39 @@ def compute_image_features(
     backbone: EfficientNetLite0 | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    context_size: int = CONTEXT_SIZE,
 ) -> ImageFeatures:
     """Decode, embed and pool a list of images in batches (no cache; see :func:`encode_catalog_images`).
 
-    Decoding of the next batch runs in a thread pool while the CNN processes the current one
-    (PIL and ONNX Runtime release the GIL).
+    Pass 1 runs the CNN on the whole frame at ``context_size`` px (the context embedding, the
+    one-pass region methods and the locator of the crop methods); pass 2 (only for
+    :data:`CROP_METHODS`) runs it on the main-object crop at :data:`INPUT_SIZE` px. Decoding of the
+    next batch runs in a thread pool while the CNN processes the current one.
 
     Args:
         paths: image files (``None`` = no image).
-        methods: primary-region methods to pool (any of :data:`PRIMARY_METHODS` plus
-            ``"cam_crop"``: the CAM box cropped from the photo and passed through the CNN again,
-            twice the CNN cost). ``"whole"`` is always computed.
+        methods: primary-region methods (any of :data:`PRIMARY_METHODS`); ``"whole"`` is always computed.
         batch_size: images per CNN call.
         phash: also compute the pHash of every image.
         backbone: a loaded backbone (default: the shared ONNX/torch one).
         progress: called with the number of images finished after each batch.
         workers: decoding threads (default: number of cores).
+        context_size: input side of pass 1, pixels (multiple of 32).
 
     Returns:
         :class:`ImageFeatures`.
+
+    Raises:
+        ValueError: an unknown method.
     """
     bb = backbone or get_backbone()
-    size = bb.input_size
     n = len(paths)
     methods = list(dict.fromkeys(methods))
     for m in methods:
-        if m not in PRIMARY_METHODS and m != "cam_crop":
-            raise ValueError(f"unknown primary method {m!r}; choose from {PRIMARY_METHODS + ('cam_crop',)}")
+        if m not in PRIMARY_METHODS:
+            raise ValueError(f"unknown primary method {m!r}; choose from {PRIMARY_METHODS}")
+    need_imgs = True  # crops and colour descriptors need the decoded image
+    colour = np.zeros((n, COLOUR_DIM), np.float32)
     pooled = {m: np.zeros((n, FEATURE_DIM), np.float32) for m in ["whole", *methods]}
     obj_probs = np.zeros((n, 1000), np.float32)
     ctx_probs = np.zeros((n, 1000), np.float32)
@@ -403,7 +492,7 @@ def compute_image_features(
     blas = threadpool_limits(1, user_api="blas")
 
     def submit(b):
-        return [pool.submit(_decode_one, paths[i], size, phash) for i in b]
+        return [pool.submit(_decode_one, paths[i], context_size, phash, need_imgs) for i in b]
 
     try:
         pending = submit(batches[0]) if batches else []
@@ -412,9 +501,7 @@ def compute_image_features(
             results = [f.result() for f in pending]
             secs["decode"] += time.perf_counter() - t0  # only the time the CNN waited for decoding
             pending = submit(batches[bi + 1]) if bi + 1 < len(batches) else []
-            ok = []
-            arrs = []
-            imgs = []
+            ok, arrs, imgs = [], [], []
             for i, (a, h, s1, err, im) in zip(b, results):
                 ph[i], sha[i], errors[i] = h, s1, err
                 if a is not None:
@@ -433,34 +520,51 @@ def compute_image_features(
                 for m in methods:
                     if m == "whole":
                         continue
-                    mask = primary_masks(fmap, "cam" if m == "cam_crop" else m, bb.fc_weight_, bb.fc_bias_)
+                    base = m.removesuffix("_crop")
+                    mask = primary_masks(fmap, base, bb.fc_weight_, bb.fc_bias_)
                     if m == label_method:
                         boxes[idx] = np.array([mask_box(mk) for mk in mask], np.float32)
-                    if m == "cam_crop":
-                        crops = []
-                        for im, mk in zip(imgs, mask):
-                            x0, y0, x1, y1 = mask_box(mk)
-                            W, H = im.size
-                            c = im.crop((int(x0 * W), int(y0 * H), int(np.ceil(x1 * W)), int(np.ceil(y1 * H))))
-                            c = c.resize((size, size), Image.Resampling.BILINEAR)
-                            crops.append(((np.asarray(c, np.float32) - _MEAN) / _STD).transpose(2, 0, 1))
+                    if m in CROP_METHODS:
+                        crops = _crop_inputs(imgs, mask, INPUT_SIZE)
                         t1 = time.perf_counter()
-                        fm2 = bb.feature_maps(np.stack(crops))
+                        fm2 = bb.feature_maps(crops)
                         secs["cnn"] += time.perf_counter() - t1
-                        pooled[m][idx] = fm2.mean(axis=(2, 3))
+                        pooled[m][idx] = masked_pool(fm2, primary_masks(fm2, base, bb.fc_weight_, bb.fc_bias_))
                     else:
                         pooled[m][idx] = masked_pool(fmap, mask)
                     if m == label_method:
                         obj_probs[idx] = _softmax(bb.logits(pooled[m][idx]))
                 if label_method == "whole":
                     obj_probs[idx] = ctx_probs[idx]
+                for j, i in enumerate(ok):
+                    colour[i] = colour_descriptor(imgs[j], tuple(boxes[i]))
                 secs["pool"] += time.perf_counter() - t0
             if progress is not None:
                 progress(len(b))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         blas.restore_original_limits()
-    return ImageFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs)
+    return ImageFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs, colour)
+
+
+def primary_vectors(pooled: np.ndarray, colour: np.ndarray | None, colour_weight: float = COLOUR_WEIGHT) -> np.ndarray:
+    """The ``image_primary`` slot: √(1-w)·l2n(CNN region feature) ⊕ √w·colour descriptor.
+
+    Args:
+        pooled: (N, 1280) float32 region features.
+        colour: (N, COLOUR_DIM) float32 unit colour descriptors, or ``None`` (then w = 0 and the
+            colour part is all zero).
+        colour_weight: w in [0, 1].
+
+    Returns:
+        (N, 1280 + COLOUR_DIM) float32 unit rows (zero rows stay zero).
+    """
+    a = l2n(pooled)
+    if colour is None:
+        colour, colour_weight = np.zeros((len(a), COLOUR_DIM), np.float32), 0.0
+    out = np.hstack([np.sqrt(1.0 - colour_weight) * a, np.sqrt(colour_weight) * colour]).astype(np.float32)
+    out[np.abs(a).sum(axis=1) == 0] = 0.0
+    return l2n(out)
 
 
 def embed_images(paths: list[Path | None], batch_size: int = 32) -> tuple[np.ndarray, list[str | None]]:
@@ -484,8 +588,9 @@ class ImageResult:
     """Image slots, hashes and visual concepts of a catalog (output of :func:`encode_catalog_images`).
 
     Attributes:
-        slots: ``"image_primary"`` -> (N, 1280) float32, L2-normalised embedding of the main-object
-            region; ``"image_context"`` -> (N, 1280) float32, L2-normalised whole-frame embedding
+        slots: ``"image_primary"`` -> (N, 1280 + COLOUR_DIM = 1352) float32, L2-normalised embedding
+            of the main-object region (CNN feature ⊕ colour histogram, :func:`primary_vectors`);
+            ``"image_context"`` -> (N, 1280) float32, L2-normalised whole-frame embedding
             (background, template). Rows are all-zero for items without a usable image.
         phash: per item 16 lower-case hex digits (``imagehash.phash`` of the photo); when the photo
             is missing or unusable, the catalog's own phash if it has one, else ``None``.
@@ -553,8 +658,8 @@ def encode_catalog_images(
 
     t_start = time.perf_counter()
     method = primary_method or DEFAULT_PRIMARY_METHOD
-    if method not in PRIMARY_METHODS and method != "cam_crop":
-        raise ValueError(f"unknown primary_method {method!r}; choose from {PRIMARY_METHODS + ('cam_crop',)}")
+    if method not in PRIMARY_METHODS:
+        raise ValueError(f"unknown primary_method {method!r}; choose from {PRIMARY_METHODS}")
     cdir = Path(cache_dir) if cache_dir else default_cache_dir()
     n = len(items)
     secs = {"hash": 0.0, "decode": 0.0, "cnn": 0.0, "pool": 0.0, "ocr": 0.0}
@@ -571,7 +676,7 @@ def encode_catalog_images(
     secs["hash"] = time.perf_counter() - t0
 
     bb = get_backbone(backend=backend, cache_dir=cdir)
-    ns = f"image/{EXTRACTOR_VERSION}-{method}-s{bb.input_size}"
+    ns = f"image/{EXTRACTOR_VERSION}-{method}-c{CONTEXT_SIZE}-s{INPUT_SIZE}"
     cache = FeatureCache(cdir, ns)
     try:
         keys = sorted({h for h in sha if h})
@@ -606,7 +711,7 @@ def encode_catalog_images(
                                        phash=True, backbone=bb, progress=_prog)
             for part in ("decode", "cnn", "pool"):
                 secs[part] += f.seconds.get(part, 0.0)
-            prim = l2n(f.pooled[method])
+            prim = primary_vectors(f.pooled[method], f.colour)
             ctx = l2n(f.pooled["whole"])
             new = {}
             for j, k in enumerate(misses):
@@ -662,7 +767,7 @@ def encode_catalog_images(
         cache.close()
 
     # 3. assemble per item
-    prim_out = np.zeros((n, FEATURE_DIM), np.float32)
+    prim_out = np.zeros((n, FEATURE_DIM + COLOUR_DIM), np.float32)
     ctx_out = np.zeros((n, FEATURE_DIM), np.float32)
     phashes: list[str | None] = [None] * n
     hier: list[ConceptHierarchy] = []

@@ -1,0 +1,29 @@
+"""Fixtures for the image tests: committed tiny images and a per-session cache directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory) -> Path:
+    """A cache dir for the ONNX export and features, shared by the session (export happens once)."""
+    return tmp_path_factory.mktemp("itemrep-cache")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = Path(os.environ.get("ITEMREP_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    if not root.exists():
+        pytest.skip(f"shared data not found at {root} (set ITEMREP_DATA)")
+    return root
