@@ -171,7 +171,7 @@ def main() -> None:
     for g, ti, w, c in rows:
         print(f"| {'on' if g else 'off (default)'} | {ti:.2f} | {c[0]:.2f} / {c[1]:.2f} | {w[0]:.2f} / {w[1]:.2f} | {len(items) / c[0]:,.0f} |")
 
-    hs = hs_by[True]
+    hs = hs_by[False]  # the default extractor
     # ---- 2. lift per slot
     per_item = []
     for h in hs:
@@ -238,13 +238,13 @@ def main() -> None:
         return prim, aux
 
     raw = [tokens(it.title) for it in items]
-    prim, aux = views(True)
-    prim_ng, _ = views(False)
+    prim, aux = views(False)
+    prim_g, _ = views(True)
     print("\n## 3. pair separation (Jaccard of token sets)\n")
     print(f"{len(pos)} same-product pairs, {len(neg)} random pairs, {len(hard)} hard negatives (nearest other-product title)\n")
     print("| tokens | mean J same | mean J random | mean J hard neg | AUC vs random | AUC vs hard neg |")
     print("|---|---|---|---|---|---|")
-    for name, toks in [("raw title", raw), ("primary concepts", prim), ("primary, no brand guess", prim_ng), ("auxiliary concepts", aux)]:
+    for name, toks in [("raw title", raw), ("primary concepts", prim), ("primary, brand guess on", prim_g), ("auxiliary concepts", aux)]:
         jp = np.array([jaccard(toks[i], toks[j]) for i, j in pos])
         jn = np.array([jaccard(toks[i], toks[j]) for i, j in neg])
         jh = np.array([jaccard(toks[i], toks[j]) for i, j in hard])
@@ -255,8 +255,8 @@ def main() -> None:
     print("| slot | brand guess | listings with slot | same-product pairs | hard negatives | random pairs |")
     print("|---|---|---|---|---|---|")
     for slot in ("brand", "category", "model", "spec", "color", "variant", "pack", "name"):
-        for guess in (True, False):
-            if slot != "brand" and not guess:
+        for guess in (False, True):
+            if slot != "brand" and guess:
                 continue
             vals = [set(h.slot_values(slot)) for h in hs_by[guess]]
             cov = sum(1 for v in vals if v) / len(vals)
@@ -266,7 +266,7 @@ def main() -> None:
                 return (sum(1 for a, b in both if a & b) / len(both)) if both else float("nan"), len(both)
 
             (ap_, np_), (ah, nh), (ar, nr) = agree(pos), agree(hard), agree(neg)
-            g_txt = ("on" if guess else "off") if slot == "brand" else "-"
+            g_txt = ("on" if guess else "off (default)") if slot == "brand" else "-"
             print(f"| {slot} | {g_txt} | {cov:.0%} | {ap_:.3f} (n={np_}) | {ah:.3f} (n={nh}) | {ar:.3f} (n={nr}) |")
 
     # ---- 4. dedup proxy
@@ -290,9 +290,9 @@ def main() -> None:
         "raw title": [it.title for it in items],
         "all concept values (normalised, aux kept)": [" ".join(c.value for c in h.concepts) for h in hs],
         "primary concepts only": [primary_text(h) for h in hs],
-        "primary concepts, no brand guess": [primary_text(h) for h in hs_by[False]],
+        "primary concepts, brand guess on": [primary_text(h) for h in hs_by[True]],
         "primary + slot-tagged tokens": [tagged(h) for h in hs],
-        "primary + slot-tagged tokens, no brand guess": [tagged(h) for h in hs_by[False]],
+        "primary + slot-tagged tokens, brand guess on": [tagged(h) for h in hs_by[True]],
     }
     print("\n## 4. dedup proxy: TF-IDF cosine >= t on the text, mean per-item F1 (Shopee metric)\n")
     print(f"groups split 50/50 (seed {args.seed}): tune {len(tune)} listings, test {len(test)} listings\n")
