@@ -308,7 +308,7 @@ class RuleBasedExtractor(ConceptExtractor):
     """
 
     name = "rules"
-    version = "7"
+    version = "8"
 
     def __init__(self, lexicon_dir: Path | None = None, *, brand_guess: bool = False) -> None:
         super().__init__()
