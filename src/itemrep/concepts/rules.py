@@ -16,7 +16,8 @@ The engine below is small:
    (longest match wins; a phrase listed in two lists goes to the slot listed first in
    ``slots.json`` ``priority``);
 4. the words nobody claimed become the ``name`` slot (lower-cased, original order, repeats dropped);
-   when no brand was found, a capitalised first word that no lexicon knows is guessed as brand.
+   optionally (``brand_guess=True``, off by default), when no listed brand was found, a capitalised
+   first word that no lexicon knows is taken as the brand.
 
 Concepts are returned in reading order; a repeated ``(slot, value)`` is kept once.
 See ``docs/concepts.md`` for the data, how the lists were built and measured figures.
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import NamedTuple
 
 from itemrep.catalog import Item, clean_text
 from itemrep.concepts.base import ConceptExtractor
@@ -63,13 +65,13 @@ def _norm_phrase(phrase: str) -> str:
     return " ".join(p.split())
 
 
-class LexiconEntry(tuple):
-    """``(slot, value, kind, facet)`` of one lexicon phrase (``kind``/``facet`` may be ``None``)."""
+class LexiconEntry(NamedTuple):
+    """What one lexicon phrase means: its slot, normalised value and optional kind/facet override."""
 
-    __slots__ = ()
-
-    def __new__(cls, slot: str, value: str, kind: str | None, facet: str | None):
-        return tuple.__new__(cls, (slot, value, kind, facet))
+    slot: str
+    value: str
+    kind: str | None
+    facet: str | None
 
 
 def _trie_regex(phrases: Sequence[str]) -> str:
