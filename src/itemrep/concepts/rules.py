@@ -310,7 +310,7 @@ class RuleBasedExtractor(ConceptExtractor):
     """
 
     name = "rules"
-    version = "8"
+    version = "9"
 
     def __init__(self, lexicon_dir: Path | None = None, *, brand_guess: bool = False) -> None:
         super().__init__()
