@@ -113,7 +113,7 @@ def check_baby(
             tr, tn = r["test"]["recall@20"], r["test"]["ndcg@20"]
             table.add_row(model, json.dumps(r["hp"]), f"{r['valid']['recall@20']:.4f}", f"{tr:.4f}", f"{pr:.4f}", f"{(tr - pr) / pr:+.1%}", f"{tn:.4f}", f"{pn:.4f}", f"{(tn - pn) / pn:+.1%}", str(r["best_epoch"]), f"{r['sec_per_epoch']:.2f}", f"{r.get('cpu_sec_per_epoch', float('nan')):.2f}", "*" if k == sel else "")
     console.print(table)
-    console.print(f"load average during the run (other jobs share these cores): {os.getloadavg()}")
+    console.print(f"load average now (other jobs share these cores): {os.getloadavg()}")
 
 
 #: The multimodal benchmark's model variants: name -> (model, config overrides).
@@ -169,6 +169,26 @@ def multimodal(
             table.add_row(dname, vname, ms([r["test"]["recall@20"] for r in rs]), ms([r["test"]["ndcg@20"] for r in rs]), ms([r["valid"]["recall@20"] for r in rs]), f"{np.mean([r['best_epoch'] for r in rs]):.0f}", f"{np.mean([r['sec_per_epoch'] for r in rs]):.2f}", f"{np.mean([r.get('cpu_sec_per_epoch', float('nan')) for r in rs]):.2f}", str(len(rs)))
     console.print(table)
     console.print(f"load average now (other jobs share these cores): {os.getloadavg()}")
+
+
+@app.command()
+def speed(
+    dataset: str = typer.Option("amazon-baby", help="amazon-baby | movielens-100k | hm"),
+    models: str = typer.Option("lightgcn", help="comma-separated variant names or model names"),
+    epochs: int = typer.Option(3),
+    threads: int = typer.Option(2),
+) -> None:
+    """Wall and CPU seconds per training epoch (no early stopping), with the load average."""
+    path = _dataset(dataset, with_features=dataset != "amazon-baby")
+    table = Table(title=f"{dataset}: seconds per training epoch ({epochs} epochs, {threads} threads)")
+    for c in ("model", "wall s/epoch", "CPU s/epoch", "load average"):
+        table.add_column(c)
+    for name in models.split(","):
+        model, cfg = VARIANTS.get(name, (name, {}))
+        ds = RecDataset.load(path, modalities=cfg.get("modalities", []))
+        r = Trainer(model, {**cfg, "threads": threads, "epochs": epochs, "stopping_step": epochs + 1}, seed=0, progress=False).fit(ds)
+        table.add_row(name, f"{r.sec_per_epoch:.2f}", f"{r.cpu_sec_per_epoch:.2f}", " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,8 @@ class Trainer:
 
         Returns:
             :class:`TrainResult`; also written to ``run_dir/metrics.json`` (with ``config.json``,
-            ``best.pt`` and ``topk_test.npz``) when ``run_dir`` is set.
+            ``best.pt`` and ``topk_test.npz``) when ``run_dir`` is set; ``progress.json`` there is
+            rewritten after every epoch.
 
         Raises:
             ValueError: unknown model, missing modalities, or an empty training split.
@@ -219,6 +220,8 @@ class Trainer:
                     else:
                         bad_rounds += 1
                 history.append(rec)
+                if self.run_dir:
+                    (self.run_dir / "progress.json").write_text(json.dumps({"best_epoch": best_epoch, "best_valid": best, "history": history}))
                 bar.update(task, advance=1, info=f"loss {rec['loss']:.4f} valid {metric} {rec.get('valid_metric', float('nan')):.4f} (best {best:.4f} @ {best_epoch})")
                 if self.progress and not bar.console.is_terminal and (epoch % 10 == 0 or epoch == 1):
                     bar.console.print(f"{self.model_name} {dataset.name} epoch {epoch}: loss {rec['loss']:.4f} train {t_train:.2f}s valid {metric} {rec.get('valid_metric', float('nan')):.4f} best {best:.4f}@{best_epoch}")
