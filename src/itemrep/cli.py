@@ -122,7 +122,7 @@ def fit(
 def dedup(
     catalog: Path = typer.Argument(..., help="Catalog to deduplicate (.csv, .jsonl or .parquet)."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
-    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Model from `itemrep fit` (default: built-in α and τ)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Model from `itemrep fit` (default: the built-in model fitted on the Shopee development split)."),
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Ground-truth groups, to write metrics.json."),
     id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
     image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
@@ -143,7 +143,7 @@ def dedup(
         ex = _build_extractor(extractor, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only, out)
         kw = {k: v for k, v in dict(reducer=reducer, images=images, ocr=ocr, text_encoder=text_encoder).items() if v is not None}
         kw.update(extractor=ex, progress=not quiet, cache_dir=cache_dir, random_state=seed)
-        m = FITRep.load(model_dir, **kw) if model_dir else FITRep(**kw)
+        m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
         if threshold is not None:
             m.clusterer.threshold = threshold
         result = m.dedup(cat)

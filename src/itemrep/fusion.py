@@ -13,10 +13,11 @@ Attribute conflicts (an extension of ours, see :mod:`itemrep.slots`): for slots 
 colour, a pair where both items state the attribute and disagree gets ``conf_c = 1 - cos_c``. The
 edge score of a pair is then
 
-    sim = Σ_k α_k cos(c_k, c'_k) - Σ_c γ_c conf_c         (γ_c ≥ 0)
+    sim = Σ_k α_k cos_k  +  Σ_{k,t} β_{k,t} max(0, cos_k - t)/(1 - t)  -  Σ_c γ_c conf_c    (β, γ ≥ 0)
 
-The first sum is exactly z · z' (used for the FAISS candidate search); the penalties are applied
-when candidate edges are scored, and every term is reported per edge.
+The first sum is exactly z · z' (used for the FAISS candidate search); near-match bonuses β
+(a monotone piecewise-linear response per slot, see :mod:`itemrep.slots`) and conflict penalties γ
+are applied when candidate edges are scored, and every term is reported per edge.
 
 :meth:`AttentionFusion.fit` learns α and γ on labelled pairs with a sign-constrained logistic
 regression, P(dup | pair) = σ(Σ_k w_k cos_k - Σ_c v_c conf_c + b), w, v ≥ 0, and sets α = w / Σ w,
@@ -50,10 +51,11 @@ class AttentionFusion:
     """
 
     def __init__(self, alpha: dict[str, float] | None = None, primary_share: float = 0.9,
-                 gamma: dict[str, float] | None = None) -> None:
+                 gamma: dict[str, float] | None = None, beta: dict[str, float] | None = None) -> None:
         self.alpha = alpha
         self.primary_share = primary_share
         self.gamma = gamma
+        self.beta = beta
 
     # ------------------------------------------------------------------ weights
     def default_alpha(self, slots: SlotSet) -> dict[str, float]:
@@ -113,15 +115,21 @@ class AttentionFusion:
             parts.append(v)
         return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
+    def bonuses(self, slots: SlotSet) -> np.ndarray:
+        """β over the near-match features of ``slots`` (``match_<slot>@<knot>``), float64, ≥ 0."""
+        beta = getattr(self, "beta_", None) or self.beta or {}
+        names = [n for n in slots.feature_names if n.startswith("match_")]
+        return np.array([max(0.0, float(beta.get(n, 0.0))) for n in names], dtype=np.float64)
+
     def pair_similarity(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact edge score of pairs and its per-slot terms.
+        """Exact edge score of pairs and its per-feature terms.
 
         Returns:
-            ``(sim, terms)``: float32 (E,) with sim = Σ_k α_k cos_k - Σ_c γ_c conf_c, and float32
-            (E, K + C) terms in ``slots.feature_names`` order (α_k cos_k, then -γ_c conf_c).
+            ``(sim, terms)``: float32 (E,) with sim = Σ α_k cos_k + Σ β match - Σ γ_c conf_c, and
+            float32 (E, F) terms in ``slots.feature_names`` order (α_k cos_k, -γ_c conf_c, β match).
         """
         feats = slots.pair_features(i, j)
-        w = np.concatenate([self.weights(slots), -self.penalties(slots)]).astype(np.float32)
+        w = np.concatenate([self.weights(slots), -self.penalties(slots), self.bonuses(slots)]).astype(np.float32)
         terms = feats * w[None, :]
         return terms.sum(axis=1), terms
 
@@ -130,8 +138,8 @@ class AttentionFusion:
         """Learn α (and γ) by sign-constrained logistic regression on labelled pairs.
 
         Args:
-            cosines: float (E, K + C) pair features (:meth:`SlotSet.pair_features`): K slot
-                cosines, then C conflicts whose names start with ``conflict_``.
+            cosines: float (E, F) pair features (:meth:`SlotSet.pair_features`): K slot cosines,
+                conflicts (names ``conflict_<slot>``) and near-match features (``match_<slot>@<t>``).
             y: (E,) 1 for duplicate pairs (same label), 0 otherwise.
             names: the K + C feature names (``slots.feature_names``).
             l2: ridge penalty on the weights.
@@ -171,11 +179,13 @@ class AttentionFusion:
         res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
         w, b = res.x[:k], res.x[k]
         pos = sign > 0
-        if w[pos].sum() <= 0:
-            w = np.where(pos, 1.0, 0.0)
-        total = w[pos].sum()
-        self.alpha_ = {n: float(v / total) for n, v, p in zip(names, w, pos) if p}
+        plain = np.array([p and not n.startswith("match_") for n, p in zip(names, pos)])
+        if w[plain].sum() <= 0:
+            w = np.where(plain, 1.0, w)
+        total = w[plain].sum()
+        self.alpha_ = {n: float(v / total) for n, v, p in zip(names, w, plain) if p}
         self.gamma_ = {n[len("conflict_"):]: float(v / total) for n, v, p in zip(names, w, pos) if not p}
+        self.beta_ = {n: float(v / total) for n, v in zip(names, w) if n.startswith("match_")}
         self.intercept_ = float(b)
         self.tau_logistic_ = float(-b / total)
         self.coef_ = {n: float(v) for n, v in zip(names, w)}
@@ -186,6 +196,7 @@ class AttentionFusion:
         return {
             "alpha": getattr(self, "alpha_", None) or self.alpha,
             "gamma": getattr(self, "gamma_", None) or self.gamma,
+            "beta": getattr(self, "beta_", None) or self.beta,
             "primary_share": self.primary_share,
             "intercept": getattr(self, "intercept_", None),
             "tau_logistic": getattr(self, "tau_logistic_", None),
@@ -193,7 +204,9 @@ class AttentionFusion:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AttentionFusion":
-        f = cls(alpha=d.get("alpha"), primary_share=d.get("primary_share", 0.9), gamma=d.get("gamma"))
+        f = cls(alpha=d.get("alpha"), primary_share=d.get("primary_share", 0.9), gamma=d.get("gamma"), beta=d.get("beta"))
+        if d.get("beta"):
+            f.beta_ = dict(d["beta"])
         if d.get("alpha"):
             f.alpha_ = dict(d["alpha"])
         if d.get("gamma"):

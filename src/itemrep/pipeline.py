@@ -299,6 +299,7 @@ class FITRep:
             "positive_pairs": int(y.sum()),
             "alpha": self.fusion.alpha_,
             "gamma": getattr(self.fusion, "gamma_", {}),
+            "beta": getattr(self.fusion, "beta_", {}),
             "tau": float(best),
             "tau_logistic": self.fusion.tau_logistic_,
             "train_mean_item_f1": float(curve[best]),
@@ -351,6 +352,7 @@ class FITRep:
             "parameters": self.params(),
             "alpha": self.fusion.alpha_for(rep.slots),
             "gamma": dict(zip(rep.slots.conflict_slots, map(float, self.fusion.penalties(rep.slots)))),
+            "beta": dict(zip([n for n in rep.slots.feature_names if n.startswith("match_")], map(float, self.fusion.bonuses(rep.slots)))),
             "tau": self.clusterer.threshold,
             "index": getattr(self.clusterer, "index_name_", None),
             "n_candidate_pairs": int(len(i)),
@@ -400,14 +402,32 @@ class FITRep:
         return d / "model.json"
 
     @classmethod
+    def default(cls, **overrides) -> "FITRep":
+        """The built-in model (``itemrep/data/default_model.json``: α, γ and τ fitted by
+        ``scripts/make_default_model.sh`` on the Shopee development split, text + phash slots), or
+        the untrained defaults (α favouring primary slots, τ = 0.55) when it is absent.
+
+        Slots the built-in model has no weight for (e.g. image slots) get none: fit a model on your
+        own labelled catalog (``itemrep fit``) to weigh them.
+        """
+        from importlib import resources
+
+        ref = resources.files("itemrep") / "data" / "default_model.json"
+        if ref.is_file():
+            with resources.as_file(ref) as path:
+                return cls.load(path, **overrides)
+        return cls(**overrides)
+
+    @classmethod
     def load(cls, model_dir: str | Path, **overrides) -> "FITRep":
-        """Read a model directory written by :meth:`save`; keyword ``overrides`` replace parameters
-        (e.g. ``reducer="none"``, ``progress=True``).
+        """Read a model directory written by :meth:`save` (or its ``model.json`` path); keyword
+        ``overrides`` replace parameters (e.g. ``reducer="none"``, ``progress=True``).
 
         Raises:
             ModelDirError: when the directory or ``model.json`` is missing or of another format.
         """
-        p = Path(model_dir) / "model.json"
+        p = Path(model_dir)
+        p = p if p.suffix == ".json" else p / "model.json"
         if not p.is_file():
             raise ModelDirError(f"{model_dir}: no model.json here; create one with `itemrep fit CATALOG --label-col COL --model-dir {model_dir}`")
         try:

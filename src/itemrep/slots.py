@@ -30,6 +30,12 @@ feature ``1 - cos`` for pairs where both items state the attribute: "500 ml" aga
 evidence *against* a duplicate, which an absent spec is not. :mod:`itemrep.fusion` learns a
 non-negative penalty γ for each.
 
+Slots with *knots* (the primary text slots and phash) also yield near-match features
+``max(0, cos - t) / (1 - t)`` for each knot t: with non-negative weights β the slot's contribution
+becomes a monotone piecewise-linear function of its cosine, so "the same photo" (phash Hamming
+distance ≤ 8, i.e. cos ≥ 0.75) can count for more than a linear share — the "or" that a union of
+thresholds expresses, kept additive and visible per term.
+
 The phash slot maps bit b to ±1/8, so for two hashes at Hamming distance h the slot cosine is
 exactly ``1 - h/32`` (64 bits).
 """
@@ -63,6 +69,8 @@ class SlotSpec:
         encoder: ``"tfidf_word"``, ``"tfidf_word12"``, ``"tfidf_char"``, ``"dense"``, ``"phash"``, ``"external"``.
         conflict: also score an *attribute conflict* for this slot: ``1 - cos`` when both items
             have the slot, 0 otherwise (see :meth:`SlotSet.pair_features`).
+        knots: cosine values t at which a *near-match bonus* ``max(0, cos - t) / (1 - t)`` starts
+            (see :meth:`SlotSet.pair_features`); empty for none.
     """
 
     name: str
@@ -70,19 +78,20 @@ class SlotSpec:
     source: str
     encoder: str
     conflict: bool = False
+    knots: tuple[float, ...] = ()
 
 
 DEFAULT_SLOT_SPECS: tuple[SlotSpec, ...] = (
-    SlotSpec("primary_words", "primary", "primary_text", "tfidf_word12"),
-    SlotSpec("primary_chars", "primary", "primary_text", "tfidf_char"),
-    SlotSpec("primary_sem", "primary", "primary_text", "dense"),
+    SlotSpec("primary_words", "primary", "primary_text", "tfidf_word12", knots=(0.6, 0.8)),
+    SlotSpec("primary_chars", "primary", "primary_text", "tfidf_char", knots=(0.6, 0.8)),
+    SlotSpec("primary_sem", "primary", "primary_text", "dense", knots=(0.8, 0.9)),
     SlotSpec("brand", "primary", "concepts:brand", "tfidf_word", conflict=True),
     SlotSpec("model", "primary", "concepts:model", "tfidf_word", conflict=True),
     SlotSpec("spec", "primary", "concepts:spec,pack", "tfidf_word", conflict=True),
     SlotSpec("color", "primary", "concepts:color", "tfidf_word", conflict=True),
     SlotSpec("variant", "primary", "concepts:variant", "tfidf_word", conflict=True),
     SlotSpec("auxiliary", "auxiliary", "auxiliary_text", "tfidf_word"),
-    SlotSpec("phash", "primary", "phash", "phash"),
+    SlotSpec("phash", "primary", "phash", "phash", knots=(0.75, 0.875)),
     SlotSpec("image_primary", "primary", "external", "external"),
     SlotSpec("image_context", "auxiliary", "external", "external"),
     SlotSpec("ocr_primary", "primary", "concepts:ocr_primary", "tfidf_word"),
@@ -135,11 +144,14 @@ class SlotSet:
     texts: dict[str, list[str]] = field(default_factory=dict)
     salience: dict[str, np.ndarray] = field(default_factory=dict)
     conflict_slots: list[str] = field(default_factory=list)
+    knots: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
-        """Columns of :meth:`pair_features`: slot names, then ``conflict_<slot>`` names."""
-        return self.names + [f"conflict_{k}" for k in self.conflict_slots]
+        """Columns of :meth:`pair_features`: slot names, then ``conflict_<slot>``, then
+        ``match_<slot>@<knot>`` names."""
+        return (self.names + [f"conflict_{k}" for k in self.conflict_slots]
+                + [f"match_{k}@{t:g}" for k, ts in self.knots.items() for t in ts])
 
     def presence(self, name: str) -> np.ndarray:
         """bool (N,): items with a non-zero vector in slot ``name``."""
@@ -149,17 +161,25 @@ class SlotSet:
     def pair_features(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Per-slot cosines followed by attribute conflicts, float32 (E, K + C).
 
-        Conflict of slot c for pair (i, j) is ``1 - cos_c`` when both items have slot c, else 0.
+        Conflict of slot c for pair (i, j) is ``1 - cos_c`` when both items have slot c, else 0;
+        the near-match feature of slot k at knot t is ``max(0, cos_k - t) / (1 - t)``.
+
+        Returns:
+            float32 (E, len(feature_names)).
         """
         cos = self.pair_cosines(i, j)
-        if not self.conflict_slots:
-            return cos
-        conf = np.zeros((len(i), len(self.conflict_slots)), dtype=np.float32)
-        for c, name in enumerate(self.conflict_slots):
-            pres = self.presence(name)
-            both = pres[i] & pres[j]
-            conf[both, c] = 1.0 - cos[both, self.names.index(name)]
-        return np.hstack([cos, conf])
+        parts = [cos]
+        if self.conflict_slots:
+            conf = np.zeros((len(i), len(self.conflict_slots)), dtype=np.float32)
+            for c, name in enumerate(self.conflict_slots):
+                pres = self.presence(name)
+                both = pres[i] & pres[j]
+                conf[both, c] = 1.0 - cos[both, self.names.index(name)]
+            parts.append(conf)
+        for name, ts in self.knots.items():
+            c = cos[:, self.names.index(name)]
+            parts.append(np.stack([np.maximum(0.0, c - t) / (1.0 - t) for t in ts], axis=1).astype(np.float32))
+        return np.hstack(parts) if len(parts) > 1 else cos
 
     @property
     def names(self) -> list[str]:
@@ -337,7 +357,8 @@ class SlotEncoder:
             levels[spec.name] = spec.level
             texts[spec.name] = list(txt)
         conflict = [s.name for s in self.specs if s.conflict and s.name in matrices]
-        return SlotSet(matrices=matrices, levels=levels, texts=texts, conflict_slots=conflict)
+        knots = {s.name: tuple(s.knots) for s in self.specs if s.knots and s.name in matrices}
+        return SlotSet(matrices=matrices, levels=levels, texts=texts, conflict_slots=conflict, knots=knots)
 
 
 __all__ = ["AUXILIARY_SLOTS", "DEFAULT_SLOT_SPECS", "SlotEncoder", "SlotSet", "SlotSpec", "phash_bits"]
