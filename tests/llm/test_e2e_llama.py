@@ -39,7 +39,7 @@ def _model() -> Path:
 
 @pytest.fixture(scope="module")
 def server():
-    with gguf.LlamaServer(_model(), n_ctx=4096, n_threads=2) as s:
+    with gguf.LlamaServer(_model(), n_ctx=4096, n_threads=1) as s:
         yield s
 
 
@@ -82,8 +82,8 @@ def test_schema_valid_hierarchies_then_cache_asks_nothing(server, tmp_path):
 
 def test_killing_the_server_mid_run_gives_recorded_fallbacks():
     model = _model()
-    items = [Item(item_id=f"k{i}", title=f"{it.title} #{i}") for i, it in enumerate(_items() * 2)]
-    srv = gguf.LlamaServer(model, n_ctx=4096, n_threads=2).start()
+    items = [Item(item_id=f"k{i}", title=f"{it.title} #{i}") for i, it in enumerate(_items() + _items()[:1])]
+    srv = gguf.LlamaServer(model, n_ctx=4096, n_threads=1).start()
     try:
         ex = build_extractor(
             "openai", base_url=srv.base_url, model=srv.alias, text_only=True, concurrency=1, timeout_s=60.0,

@@ -39,7 +39,7 @@ def _validate_with_schema(obj, schema) -> bool:
     if t == "string":
         return isinstance(obj, str) and ("enum" not in schema or obj in schema["enum"]) and len(obj) >= schema.get("minLength", 0)
     if t == "number":
-        return isinstance(obj, (int, float)) and schema.get("minimum", -1e18) <= obj <= schema.get("maximum", 1e18)
+        return isinstance(obj, (int, float)) and not isinstance(obj, bool) and schema.get("minimum", -1e18) <= obj <= schema.get("maximum", 1e18)
     return False
 
 
@@ -51,7 +51,7 @@ def test_schema_and_pydantic_agree():
     b = good_answer(); b["primary"][0]["slot"] = "promo"; bad_variants.append(b)  # auxiliary slot in primary  # noqa: E702
     b = good_answer(); b["extra"] = 1; bad_variants.append(b)  # noqa: E702
     b = good_answer(); del b["primary"][0]["kind"]; bad_variants.append(b)  # noqa: E702
-    b = good_answer(); b["auxiliary"][0]["salience"] = -0.1; bad_variants.append(b)  # noqa: E702
+    b = good_answer(); b["auxiliary"][0]["salience"] = True; bad_variants.append(b)  # noqa: E702
     b = good_answer(); b["primary"] = b["primary"] * 2; bad_variants.append(b)  # more than 8  # noqa: E702
     for b in bad_variants:
         assert not _validate_with_schema(b, schema)
@@ -101,6 +101,14 @@ def test_parse_response_reasons():
     assert e.value.reason == "not_json"
     ok = parse_response("Answer: " + json.dumps(good_answer()) + " hope this helps")
     assert len(ok.primary) == 6
+
+
+def test_out_of_range_salience_is_clipped():
+    a = good_answer()
+    a["primary"][0]["salience"] = 5
+    a["auxiliary"][0]["salience"] = -0.5
+    h = parse_response(json.dumps(a))
+    assert h.primary[0].salience == 1.0 and h.auxiliary[0].salience == 0.0
 
 
 def test_to_hierarchy_dedups_and_keeps_levels():

@@ -100,7 +100,7 @@ def test_prose_with_200_falls_back_after_repair(chat_server, items):
 
 def test_schema_mismatch_is_invalid(chat_server, items):
     bad = good_answer()
-    bad["primary"][0]["salience"] = 3.0  # out of [0, 1]
+    bad["primary"][0]["salience"] = "high"  # not a number
     chat_server.responder = lambda body, n: (200, {}, completion(json.dumps(bad)), 0.0)
     h = make(chat_server).extract(items[:1])[0]
     assert "schema" in h.error and "salience" in h.error
@@ -162,11 +162,12 @@ def test_truncated_twice_falls_back(chat_server, items):
     assert "truncated" in h.error and h.extractor == "stubrules/0"
 
 
-def test_structured_mode_steps_down_on_422(chat_server, items):
+@pytest.mark.parametrize("status", [422, 500])  # llama-cpp-python's server answers 500 here
+def test_structured_mode_steps_down_when_format_refused(chat_server, items, status):
     def responder(body, n):
         rf = body.get("response_format") or {}
         if rf.get("type") == "json_schema":
-            return 422, {}, {"detail": "response_format.type: Input should be 'text' or 'json_object'"}, 0.0
+            return status, {}, {"detail": "('body', 'response_format', 'type'): Input should be 'text' or 'json_object'"}, 0.0
         return ok()
 
     chat_server.responder = responder

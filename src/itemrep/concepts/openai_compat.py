@@ -197,6 +197,18 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+def _rejects_format(status: int, body: str) -> bool:
+    """Whether an error response says the structured-output request itself was refused.
+
+    400/422 naming the format, or any error status naming ``response_format``/``json_schema``
+    (llama-cpp-python's server answers its request-validation error with 500).
+    """
+    b = body.lower()
+    if status in (400, 422) and any(w in b for w in ("response_format", "json_schema", "schema", "format", "guided", "structured")):
+        return True
+    return status >= 400 and ("response_format" in b or "json_schema" in b)
+
+
 class LLMExtractorBase(ConceptExtractor):
     """Shared machinery of the LLM back-ends: cache keys, fallback, stats.
 
@@ -556,11 +568,8 @@ class OpenAICompatExtractor(LLMExtractorBase):
                     self._add(prompt_tokens=toks[0], completion_tokens=toks[1])
                     return content, choice.get("finish_reason"), toks
                 body = r.text[:300]
-                if r.status_code in (400, 422) and any(
-                    w in body.lower() for w in ("response_format", "json_schema", "schema", "format", "guided", "structured")
-                ) and mode != "none":
-                    if self._step_down(mode):
-                        continue  # same attempt, simpler structured mode
+                if mode != "none" and _rejects_format(r.status_code, body) and self._step_down(mode):
+                    continue  # same attempt, simpler structured mode
                 if r.status_code == 429 or r.status_code >= 500:
                     err = LLMRequestError(f"HTTP {r.status_code}: {body[:160]!r}", transport=r.status_code >= 500)
                     retry_after = parse_retry_after(r.headers.get("retry-after"))

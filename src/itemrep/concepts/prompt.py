@@ -70,7 +70,7 @@ class _Element(BaseModel):
     value: str = Field(min_length=1, max_length=MAX_VALUE_CHARS)
     facet: Literal["content", "form"]
     kind: Literal["objective", "subjective"]
-    salience: float = Field(ge=0.0, le=1.0)
+    salience: float = Field(ge=0.0, le=1.0, strict=True)
 
 
 class PrimaryElement(_Element):
@@ -250,7 +250,8 @@ def parse_response(text: str | None, *, finish_reason: str | None = None) -> LLM
     """Parse and validate one LLM answer.
 
     Accepts a bare JSON object, a JSON object in a Markdown code fence, or the first JSON object
-    embedded in prose; whatever is found must validate against :class:`LLMHierarchy`.
+    embedded in prose; numeric saliences are clipped into [0, 1] (see :func:`_clip_salience`);
+    the result must validate against :class:`LLMHierarchy`.
 
     Args:
         text: the message content.
@@ -284,12 +285,30 @@ def parse_response(text: str | None, *, finish_reason: str | None = None) -> LLM
         if finish_reason == "length":
             raise ResponseError("truncated", "output cut off (finish_reason=length), JSON incomplete")
         raise ResponseError("not_json", f"no JSON object in response: {text[:120]!r}")
+    _clip_salience(obj)
     try:
         return LLMHierarchy.model_validate(obj)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise ResponseError("schema", f"JSON does not match the schema at {loc}: {first['msg']}") from None
+
+
+def _clip_salience(obj: object) -> None:
+    """Clip numeric ``salience`` values into [0, 1] in place.
+
+    Grammar-constrained servers bound strings and enums but not numbers (llama.cpp's JSON-schema
+    grammar ignores ``minimum``/``maximum`` for ``number``), so small models write ``1.5`` or ``5``;
+    the value still has to be a number (booleans and strings are left for validation to reject).
+    """
+    if not isinstance(obj, dict):
+        return
+    for key in ("primary", "auxiliary"):
+        for el in obj.get(key) or []:
+            if isinstance(el, dict):
+                v = el.get("salience")
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                    el["salience"] = min(1.0, max(0.0, float(v)))
 
 
 _NUM_UNIT = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*([a-zA-Z\"\u4e00-\u9fff]+)\s*$")
