@@ -202,6 +202,11 @@ def main() -> None:
     grid3 = [(a, 1 - a - b, b) for a, b in iproduct([0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], [0.0, 0.1]) if 1 - a - b >= -1e-9]
     for m in methods:
         configs.append((f"FITRep slots, primary={m}", [m, "whole", "phash"], grid3))
+    from itemrep.encoders.image import COLOUR_WEIGHT
+
+    for f_ in (ftr, fva):
+        f_[f"{methods[0]}+colour"] = fuse([f_[methods[0]], f_["colour"]], [1 - COLOUR_WEIGHT, COLOUR_WEIGHT])
+    configs.append((f"FITRep slots, primary={methods[0]}+colour (default)", [f"{methods[0]}+colour", "whole", "phash"], grid3))
     for name, keys, grid in configs:
         w, tau, mtr = tune([ftr[k] for k in keys], tr_y, grid, taus)
         zva = fuse([fva[k] for k in keys], list(w))

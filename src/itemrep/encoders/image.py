@@ -4,9 +4,12 @@ FITRep (Zhang et al. 2025, arXiv 2511.21389, Sec. 3.1-3.2) argues that a black-b
 ad photo mixes the product with its decoration: two different products pasted on one template
 collapse together, while one product with a new price sticker drifts apart. Here every photo gives
 
-* ``image_primary``: an embedding of the **main object** only: the CNN feature map pooled over the
-  region the network itself finds salient (see :data:`PRIMARY_METHODS`; the default was chosen by
-  measurement in ``bench/collapse.py`` / ``bench/grocery.py``, see ``docs/images.md``);
+* ``image_primary``: an embedding of the **main object** only. By default (chosen by measurement in
+  ``bench/collapse.py`` and ``bench/grocery.py``, see ``docs/images.md``) the CNN's own feature map
+  locates the object by background-contrast saliency, that box is cropped from the photo and
+  passed through the CNN again at full resolution, and the result is concatenated with a colour
+  histogram of the region (colour is a primary attribute) (:data:`PRIMARY_METHODS`,
+  :func:`primary_vectors`);
 * ``image_context``: the **whole frame** (global average pooling), where template, background,
   banners and stickers live; the fusion weight α decides how much it counts;
 * a 64-bit **pHash** (:mod:`itemrep.encoders.phash`) when the catalog has none;
@@ -204,6 +207,8 @@ class EfficientNetLite0:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # no busy-waiting between batches: on 2 shared cores spinning threads steal the decoders' CPU
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
     # -- inference
