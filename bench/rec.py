@@ -134,12 +134,17 @@ def multimodal(
     threads: int = typer.Option(2, help="torch threads"),
     epochs: int = typer.Option(1000, help="maximum epochs (early stopping, patience 20, on validation Recall@20)"),
     out: Path = typer.Option(CACHE / "bench" / "multimodal.json"),
+    merge: list[Path] = typer.Option([], help="other result files to merge into OUT first (runs split over processes)"),
+    table_only: bool = typer.Option(False, "--table-only", help="train nothing; print the table of the cached results"),
 ) -> None:
     """Mean +- std over seeds of test Recall@20 / NDCG@20 and seconds per epoch, all variants in one run."""
     out.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out.read_text()) if out.exists() else {}
+    for m in merge:
+        results.update({k: v for k, v in json.loads(m.read_text()).items() if k not in results})
+    out.write_text(json.dumps(results, indent=2))
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    for dname in datasets.split(","):
+    for dname in [] if table_only else datasets.split(","):
         if not (data_root() / dname).exists():
             console.print(f"[yellow]skip {dname}: {data_root() / dname} not found (set ITEMREP_DATA)")
             continue
@@ -156,7 +161,7 @@ def multimodal(
                 results[key] = {**{k: v for k, v in r.to_dict().items() if k != "history"}, "wall_s": time.perf_counter() - t0}
                 out.write_text(json.dumps(results, indent=2))
     table = Table(title="Test metrics at the best validation epoch, mean +- std over seeds " + seeds)
-    for c in ("dataset", "model", "Recall@20", "NDCG@20", "valid R@20", "best epoch", "s/epoch", "CPU s/epoch", "seeds"):
+    for c in ("dataset", "model", "Recall@20", "NDCG@20", "valid R@20", "best epoch", "epochs run", "s/epoch", "CPU s/epoch", "seeds"):
         table.add_column(c)
     for dname in datasets.split(","):
         for vname in names:
@@ -166,7 +171,7 @@ def multimodal(
             def ms(vals):
                 a = np.array(vals)
                 return f"{a.mean():.4f} +- {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
-            table.add_row(dname, vname, ms([r["test"]["recall@20"] for r in rs]), ms([r["test"]["ndcg@20"] for r in rs]), ms([r["valid"]["recall@20"] for r in rs]), f"{np.mean([r['best_epoch'] for r in rs]):.0f}", f"{np.mean([r['sec_per_epoch'] for r in rs]):.2f}", f"{np.mean([r.get('cpu_sec_per_epoch', float('nan')) for r in rs]):.2f}", str(len(rs)))
+            table.add_row(dname, vname, ms([r["test"]["recall@20"] for r in rs]), ms([r["test"]["ndcg@20"] for r in rs]), ms([r["valid"]["recall@20"] for r in rs]), f"{np.mean([r['best_epoch'] for r in rs]):.0f}", f"{np.mean([r['epochs_run'] for r in rs]):.0f}", f"{np.mean([r['sec_per_epoch'] for r in rs]):.2f}", f"{np.mean([r.get('cpu_sec_per_epoch', float('nan')) for r in rs]):.2f}", str(len(rs)))
     console.print(table)
     console.print(f"load average now (other jobs share these cores): {os.getloadavg()}")
 

@@ -158,12 +158,10 @@ class LIRDRec(RecModel):
         self.w1, self.w2 = w1 / s, self.w2 / s
         super().on_epoch_end(epoch)
 
-    def extra_state_dict(self) -> dict:
-        """Fusion scalars to checkpoint next to the state dict."""
-        return {"w1": self.w1, "w2": self.w2}
-
     def get_extra_state(self):
+        """The fusion scalars ``w1, w2``, checkpointed with the state dict."""
         return {"w1": self.w1, "w2": self.w2}
 
     def set_extra_state(self, state):
+        """Restore ``w1, w2`` from a checkpoint."""
         self.w1, self.w2 = float(state["w1"]), float(state["w2"])
