@@ -71,7 +71,7 @@ class PCAReducer:
 
     name = "pca"
 
-    def __init__(self, n_components: int = 128, sample_size: int = 20000, random_state: int = 0) -> None:
+    def __init__(self, n_components: int = 128, sample_size: int = 8000, random_state: int = 0) -> None:
         self.n_components = n_components
         self.sample_size = sample_size
         self.random_state = random_state
