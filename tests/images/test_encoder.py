@@ -139,3 +139,24 @@ def test_colour_descriptor_separates_colours(fixtures_dir):
 def test_unknown_method_is_an_error(fixtures_dir, image_cache):
     with pytest.raises(ValueError, match="primary_method"):
         encode_catalog_images(_items(fixtures_dir)[:1], cache_dir=image_cache, primary_method="bogus")
+
+
+def test_progress_counts_every_item_once(fixtures_dir, tmp_path):
+    seen = []
+    items = _items(fixtures_dir)
+    encode_catalog_images(items, cache_dir=tmp_path, progress=seen.append, batch_size=3)
+    assert sum(seen) == len(items)
+    seen.clear()
+    encode_catalog_images(items, cache_dir=tmp_path, progress=seen.append)  # all cached now
+    assert sum(seen) == len(items)
+
+
+def test_torch_fallback_matches_onnx(fixtures_dir, image_cache):
+    from itemrep.encoders.image import EfficientNetLite0, _to_input
+    from itemrep.images import load_image
+
+    x = np.stack([_to_input(load_image(fixtures_dir / n), 224) for n in ("ok.jpg", "other.jpg")])
+    onnx = EfficientNetLite0(backend="onnx", cache_dir=image_cache)
+    torch_ = EfficientNetLite0(backend="torch", cache_dir=image_cache)
+    assert onnx.backend_ == "onnx" and torch_.backend_ == "torch"
+    np.testing.assert_allclose(onnx.feature_maps(x), torch_.feature_maps(x), atol=1e-3)
