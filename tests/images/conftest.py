@@ -15,10 +15,20 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def image_cache(tmp_path_factory) -> Path:
-    """A cache dir for the ONNX export and features, shared by the session (export happens once)."""
-    return tmp_path_factory.mktemp("itemrep-cache")
+    """A cache dir for the ONNX export and features, shared by the session (export happens once).
+
+    ``ITEMREP_CACHE`` points at it so the tests never write into the user's ``~/.cache``.
+    """
+    d = tmp_path_factory.mktemp("itemrep-cache")
+    old = os.environ.get("ITEMREP_CACHE")
+    os.environ["ITEMREP_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("ITEMREP_CACHE", None)
+    else:
+        os.environ["ITEMREP_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -645,8 +645,9 @@ def encode_catalog_images(
     Args:
         items: :class:`itemrep.catalog.Item` objects (uses ``item_id``, ``image``, ``phash``, ``row``).
         ocr: also read text in the photos with RapidOCR (about 0.5 s per photo on 2 cores).
-        cache_dir: feature cache directory; default :func:`default_cache_dir`; the ONNX export of
-            the backbone also lives there.
+        cache_dir: feature cache directory; default :func:`default_cache_dir`. The ONNX export of
+            the backbone always lives in ``default_cache_dir()/models`` (``$ITEMREP_CACHE``), so
+            several feature caches share one export.
         batch_size: images per CNN call.
         progress: called with the number of items just finished (for a progress bar).
         primary_method: main-object region method (default :data:`DEFAULT_PRIMARY_METHOD`).
@@ -680,7 +681,7 @@ def encode_catalog_images(
             sha[i], err[i] = h, e
     secs["hash"] = time.perf_counter() - t0
 
-    bb = get_backbone(backend=backend, cache_dir=cdir)
+    bb = get_backbone(backend=backend)  # the ONNX export lives in default_cache_dir()/models, shared by all feature caches
     ns = f"image/{EXTRACTOR_VERSION}-{method}-c{CONTEXT_SIZE}-s{INPUT_SIZE}"
     cache = FeatureCache(cdir, ns)
     try:
