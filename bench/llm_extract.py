@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -147,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     ap.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     ap.add_argument("--max-tokens", type=int, default=512)
-    ap.add_argument("--out", type=Path, default=Path("bench_out/llm_extract"))
+    ap.add_argument("--out", type=Path, default=Path("runs/llm_extract"))
     ap.add_argument("--resume", action="store_true", help="keep the response cache of an earlier run (cold numbers then are not cold)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the llama server
 
     root = dataset("shopee")
     if root is None or not (root / "train.csv").is_file():
