@@ -298,7 +298,10 @@ def test_text_only_route_puts_image_labels_and_ocr_in_prompt(chat_server, tmp_pa
 
     class FakeVisual(ConceptExtractor):
         name, version = "image", "0"
-        calls: list[int] = []
+
+        def __init__(self):
+            super().__init__()
+            self.calls: list[int] = []
 
         def extract(self, items, *, progress=None):
             self.calls.append(len(items))
@@ -315,6 +318,6 @@ def test_text_only_route_puts_image_labels_and_ocr_in_prompt(chat_server, tmp_pa
     vis = FakeVisual()
     ex = make(chat_server, text_only=True, visual=vis)
     ex.extract([Item(item_id="i", title="botol", image=img), Item(item_id="j", title="no photo")])
-    first, second = (r["messages"][-1]["content"] for r in chat_server.requests)
-    assert "image: labels: water bottle; text in image: TUPPERWARE 500ml" in first
-    assert "image:" not in second and vis.calls == [1]
+    by_title = {("botol" if "title: botol" in c else "other"): c for c in (r["messages"][-1]["content"] for r in chat_server.requests)}
+    assert "image: labels: water bottle; text in image: TUPPERWARE 500ml" in by_title["botol"]
+    assert "image:" not in by_title["other"] and vis.calls == [1]
