@@ -173,8 +173,9 @@ def run_split(cat: Catalog, seed: int, args) -> list[dict]:
                      ("FITRep, SPDR = UMAP", {"reducer": "umap"}, True),
                      ("FITRep, no chaining guard", {"guard": False}, True),
                      ("FITRep, no attribute conflicts", {"slot_specs": tuple(replace(sp_, conflict=False) for sp_ in DEFAULT_SLOT_SPECS)}, True),
-                     ("FITRep, TF-IDF slots only (no USE)", {"text_encoder": "none"}, True),
-                     ("FITRep, USE only (no TF-IDF slots)", {"slot_specs": tuple(sp_ for sp_ in DEFAULT_SLOT_SPECS if not sp_.encoder.startswith("tfidf") or sp_.conflict)}, True)]
+                     ("FITRep + USE dense text slot", {"text_encoder": "use"}, True),
+                     ("FITRep, USE instead of TF-IDF text slots", {"text_encoder": "use", "slot_specs": tuple(
+                         sp_ for sp_ in DEFAULT_SLOT_SPECS if sp_.name not in ("primary_words", "primary_chars"))}, True)]
     for name, kw, learn in variants:
         if args.only and name not in args.only:
             continue

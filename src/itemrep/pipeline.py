@@ -119,8 +119,10 @@ class FITRep:
 
     Args:
         extractor: CHIE back-end (default: rule-based, offline).
-        text_encoder: dense text encoder for the ``primary_sem`` slot: ``"use"`` (bundled
-            multilingual USE), ``"st:PATH"`` (any sentence-transformers model) or ``"none"``.
+        text_encoder: dense text encoder for the ``primary_sem`` slot: ``"none"`` (default: on
+            Shopee it added no F1 over the TF-IDF slots and cost most of the run time, see
+            docs/dedup.md), ``"use"`` (bundled multilingual USE) or ``"st:PATH"`` (any
+            sentence-transformers model).
         slot_specs: slot definitions (default :data:`~itemrep.slots.DEFAULT_SLOT_SPECS`).
         fusion: :class:`~itemrep.fusion.AttentionFusion` (default α favours primary slots).
         reducer: ``"umap"``, ``"pca"`` or ``"none"`` (SPDR; see :mod:`itemrep.reduce`).
@@ -138,7 +140,7 @@ class FITRep:
     def __init__(
         self,
         extractor: ConceptExtractor | None = None,
-        text_encoder: str = "use",
+        text_encoder: str = "none",
         slot_specs: Sequence[SlotSpec] = DEFAULT_SLOT_SPECS,
         fusion: AttentionFusion | None = None,
         reducer: str = "pca",

@@ -53,7 +53,7 @@ from itemrep.concepts.schema import AUXILIARY_SLOTS, ConceptHierarchy
 from itemrep.encoders.text import TfidfTextEncoder, l2_normalize_rows
 
 #: Concept slots whose values are not text for the text slots (handled by their own slot).
-_NON_TEXT_SLOTS = {"visual_object", "visual_context", "ocr_primary", "ocr_auxiliary"}
+_NON_TEXT_SLOTS = {"visual_object", "visual_context", "visual_region", "ocr_primary", "ocr_auxiliary"}
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class SlotSet:
         np.clip(out, -1.0, 1.0, out=out)
         return out
 
-    def dense_views(self, max_dim: int = 256, method: str = "srp", random_state: int = 0) -> dict[str, np.ndarray]:
+    def dense_views(self, max_dim: int = 128, method: str = "srp", random_state: int = 0) -> dict[str, np.ndarray]:
         """Dense stand-ins for every slot, for the FAISS candidate search only (edges are scored
         with the exact cosines of :meth:`pair_cosines`).
 
