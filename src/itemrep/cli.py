@@ -66,6 +66,11 @@ def _build_extractor(extractor: str, base_url, model, api_key_env, llm_cache, ll
 
 def _summary(result, out: Path) -> None:
     run = result.run
+    if run.get("slots_without_weight"):
+        typer.secho(
+            f"warning: the model gives no weight to slots {', '.join(run['slots_without_weight'])} found in this catalog; "
+            "fit a model on labelled items of your own (`itemrep fit CATALOG --label-col COL --model-dir DIR`) to use them",
+            fg=typer.colors.YELLOW, err=True)
     typer.echo(
         f"{run['n_items']} items -> {run['n_clusters']} clusters "
         f"({run['n_duplicates_removed']} duplicates), {run['total_seconds']:.1f} s; "

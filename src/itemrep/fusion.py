@@ -84,6 +84,11 @@ class AttentionFusion:
             )
         return w / w.sum()
 
+    def unweighted(self, slots: SlotSet) -> list[str]:
+        """Slots present in ``slots`` that the given/fitted α does not mention (they get weight 0)."""
+        alpha = getattr(self, "alpha_", None) or self.alpha
+        return [] if not alpha else [k for k in slots.names if k not in alpha]
+
     def alpha_for(self, slots: SlotSet) -> dict[str, float]:
         """α resolved for ``slots`` (dict)."""
         return dict(zip(slots.names, map(float, self.weights(slots))))

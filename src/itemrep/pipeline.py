@@ -353,6 +353,7 @@ class FITRep:
             "n_duplicates_removed": int(len(ids) - len(set(cl.cluster_id))),
             "parameters": self.params(),
             "alpha": self.fusion.alpha_for(rep.slots),
+            "slots_without_weight": self.fusion.unweighted(rep.slots),
             "gamma": dict(zip(rep.slots.conflict_slots, map(float, self.fusion.penalties(rep.slots)))),
             "beta": dict(zip([n for n in rep.slots.feature_names if n.startswith("match_")], map(float, self.fusion.bonuses(rep.slots)))),
             "tau": self.clusterer.threshold,

@@ -89,3 +89,28 @@ def test_per_item_failures_are_reported(tmp_path):
     assert list(fails["item_id"]) == ["p002"] and "malformed phash" in fails["message"][0]
     assert "p002" in set(pd.read_parquet(out / "clusters.parquet")["item_id"])
     assert json.loads((out / "run.json").read_text())["failed_items"] == 1
+
+
+@pytest.mark.slow
+def test_fit_and_dedup_with_images(tmp_path):
+    """The bundled Grocery photos: image slots are built, weighted by fit, and explained per edge."""
+    cat = Path(__file__).resolve().parents[2] / "examples" / "grocery" / "catalog.csv"
+    model = tmp_path / "m"
+    r = runner.invoke(app, ["fit", str(cat), "--label-col", "label", "--model-dir", str(model), "--quiet"])
+    assert r.exit_code == 0, r.output
+    alpha = json.loads((model / "model.json").read_text())["fusion"]["alpha"]
+    assert {"image_primary", "image_context"} <= set(alpha)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["dedup", str(cat), "--label-col", "label", "--model-dir", str(model), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["mean_item_f1"] > 0.8
+    concepts = pd.read_parquet(out / "concepts.parquet")
+    assert "visual_object" in set(concepts["slot"]) and "image" in set(concepts["source"])
+    assert "term_image_primary" in pd.read_parquet(out / "edges.parquet").columns
+
+
+def test_default_model_warns_about_unweighted_slots(tmp_path):
+    cat = Path(__file__).resolve().parents[2] / "examples" / "grocery" / "catalog.csv"
+    r = runner.invoke(app, ["dedup", str(cat), "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "no weight to slots image_primary, image_context" in r.output
