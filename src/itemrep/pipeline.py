@@ -206,17 +206,23 @@ class FITRep:
                     stats["images"] = res.stats
             with timer.stage("encode"):
                 enc = SlotEncoder(self.slot_specs, dense_encoder=make_dense_text_encoder(self.text_encoder))
-                slots = enc.encode(items, hierarchies, external=external, phashes=phashes)
+                slots = enc.encode(items, hierarchies, external=external, phashes=phashes,
+                                   progress=prog.task("slots", len(self.slot_specs)))
                 if not slots.matrices:
                     raise ValueError("no slot could be encoded: every item has empty title, text, image and phash")
                 stats["slot_coverage"] = slots.coverage()
             with timer.stage("fuse"):
+                step = prog.task("fuse", 1)
                 views = slots.dense_views(random_state=self.random_state)
                 z = self.fusion.fuse(views, slots)
+                step(1)
             with timer.stage("reduce"):
-                red = make_reducer(self.reducer if len(items) > 50 else "none", random_state=self.random_state)
+                red_name = self.reducer if len(items) > 50 else "none"  # too few items to learn a projection
+                step = prog.task(f"reduce ({red_name})", 1)
+                red = make_reducer(red_name, random_state=self.random_state)
                 vectors = red.fit_transform(z)
                 stats["reducer"] = red.stats()
+                step(1)
         return Representation(hierarchies=hierarchies, slots=slots, vectors=vectors, failures=failures, stats=stats)
 
     def _use_images(self, catalog: Catalog) -> bool:
@@ -320,10 +326,14 @@ class FITRep:
         timer = StageTimer()
         rep = self.represent(catalog, timer)
         ids = catalog.ids
-        with timer.stage("cluster"):
+        with timer.stage("cluster"), Progress(self.progress) as prog:
+            step = prog.task("cluster", 3)
             i, j = self.clusterer.candidates(rep.vectors)
+            step(1)
             score = self._score(rep, i, j)
+            step(1)
             cl: Clustering = self.clusterer.cluster(len(ids), i, j, score, ids, pair_score=self._pair_score_fn(rep))
+            step(1)
         with timer.stage("write"):
             ids_arr = np.asarray(ids, dtype=object)
             clusters = pd.DataFrame({

@@ -286,6 +286,7 @@ class SlotEncoder:
         hierarchies: Sequence[ConceptHierarchy],
         external: dict[str, np.ndarray] | None = None,
         phashes: Sequence[str | None] | None = None,
+        progress=None,
     ) -> SlotSet:
         """Encode every slot.
 
@@ -294,6 +295,7 @@ class SlotEncoder:
             hierarchies: N concept hierarchies, aligned with ``items``.
             external: precomputed slot matrices (N, d) by slot name, e.g. ``image_primary``.
             phashes: N phashes overriding ``item.phash`` (e.g. computed from images).
+            progress: called with 1 after each slot specification (for a progress bar).
 
         Returns:
             The :class:`SlotSet` (slots with no data for any item are omitted).
@@ -314,6 +316,8 @@ class SlotEncoder:
         texts: dict[str, list[str]] = {}
         dense_cache: dict[int, np.ndarray] = {}
         for spec in self.specs:
+            if progress is not None:
+                progress(1)
             if spec.source == "external":
                 if spec.name in external and external[spec.name] is not None:
                     m = np.asarray(external[spec.name], dtype=np.float32)

@@ -71,3 +71,15 @@ def test_ids_do_not_depend_on_row_order():
     b = run(rng.permutation(60))
     assert a == b
     assert len(set(a.values())) == 20
+
+
+def test_large_catalogs_switch_to_hnsw():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    i_exact, j_exact, name_exact = knn_graph(x, k=5)
+    i_hnsw, j_hnsw, name_hnsw = knn_graph(x, k=5, exact_max=100)
+    assert name_exact == "IndexFlatIP" and name_hnsw == "IndexHNSWFlat"
+    exact = set(zip(i_exact.tolist(), j_exact.tolist()))
+    approx = set(zip(i_hnsw.tolist(), j_hnsw.tolist()))
+    assert len(exact & approx) / len(exact) > 0.9  # approximate search keeps nearly all neighbours
