@@ -48,20 +48,24 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load_catalog(path: Path, **cols):
+def _prepare(a: dict, out: Path):
+    """Load the catalog and build the FITRep keyword arguments from a command's options ``a``.
+
+    Returns ``(catalog, kwargs)``; the LLM response cache defaults to ``out/llm_cache.sqlite``.
+    """
     from itemrep.catalog import Catalog
 
-    return Catalog.load(path, **cols)
+    cat = Catalog.load(a["catalog"], **{f"{c}_col": a[f"{c}_col"] for c in ("id", "title", "text", "image", "phash", "label")})
+    kw = {k: a[k] for k in ("reducer", "images", "ocr", "text_encoder") if a[k] is not None}
+    kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None)
+    if a["extractor"] != "rules":
+        from itemrep.concepts.registry import build_extractor
 
-
-def _build_extractor(extractor: str, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only, out: Path | None):
-    if extractor == "rules":
-        return None
-    from itemrep.concepts.registry import build_extractor
-
-    cache = llm_cache or ((out / "llm_cache.sqlite") if out else None)
-    return build_extractor(extractor, base_url=base_url, model=model, api_key_env=api_key_env, cache_path=cache,
-                           concurrency=llm_concurrency, timeout_s=llm_timeout, text_only=text_only)
+        kw["extractor"] = build_extractor(
+            a["extractor"], base_url=a["base_url"], model=a["model"], api_key_env=a["api_key_env"],
+            cache_path=a["llm_cache"] or out / "llm_cache.sqlite", concurrency=a["llm_concurrency"],
+            timeout_s=a["llm_timeout"], text_only=a["text_only"])
+    return cat, kw
 
 
 def _summary(result, out: Path) -> None:
@@ -106,12 +110,8 @@ def fit(
     from itemrep.pipeline import FITRep
 
     try:
-        cat = _load_catalog(catalog, id_col=id_col, title_col=title_col, text_col=text_col, image_col=image_col,
-                            phash_col=phash_col, label_col=label_col)
-        ex = _build_extractor(extractor, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only,
-                              model_dir)
-        kw = {k: v for k, v in dict(reducer=reducer, images=images, ocr=ocr, text_encoder=text_encoder).items() if v is not None}
-        m = FITRep(extractor=ex, random_state=seed, progress=not quiet, cache_dir=cache_dir, **kw)
+        cat, kw = _prepare(locals(), model_dir)
+        m = FITRep(**kw)
         m.fit(cat)
         path = m.save(model_dir)
     except (ItemrepError, ValueError) as e:
@@ -143,11 +143,7 @@ def dedup(
     from itemrep.pipeline import FITRep
 
     try:
-        cat = _load_catalog(catalog, id_col=id_col, title_col=title_col, text_col=text_col, image_col=image_col,
-                            phash_col=phash_col, label_col=label_col)
-        ex = _build_extractor(extractor, base_url, model, api_key_env, llm_cache, llm_concurrency, llm_timeout, text_only, out)
-        kw = {k: v for k, v in dict(reducer=reducer, images=images, ocr=ocr, text_encoder=text_encoder).items() if v is not None}
-        kw.update(extractor=ex, progress=not quiet, cache_dir=cache_dir, random_state=seed)
+        cat, kw = _prepare(locals(), out)
         m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
         if threshold is not None:
             m.clusterer.threshold = threshold
