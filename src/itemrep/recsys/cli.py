@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no OpenMP busy-waiting on a shared 2-core machine
-
 import json
 from enum import Enum
 from pathlib import Path
