@@ -152,6 +152,10 @@ class FITRep:
         random_state: int = 0,
         progress: bool = False,
     ) -> None:
+        for name, value, allowed in (("images", images, ("auto", "on", "off")), ("reducer", reducer, ("pca", "umap", "none")),
+                                     ("edge_score", edge_score, ("exact", "reduced"))):
+            if value not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {value!r}")
         self.extractor = extractor
         self.text_encoder = text_encoder
         self.slot_specs = tuple(slot_specs)

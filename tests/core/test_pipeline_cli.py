@@ -114,3 +114,9 @@ def test_default_model_warns_about_unweighted_slots(tmp_path):
     r = runner.invoke(app, ["dedup", str(cat), "--out", str(tmp_path / "o"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "no weight to slots image_primary, image_context" in r.output
+
+
+@pytest.mark.parametrize("flag,value", [("--images", "maybe"), ("--reducer", "tsne")])
+def test_bad_option_values_are_clear_errors(tmp_path, flag, value):
+    r = runner.invoke(app, ["dedup", str(FIX / "catalog_small.csv"), "--out", str(tmp_path / "o"), flag, value])
+    assert r.exit_code == 2 and f"{flag} must be one of" in r.output and "Traceback" not in r.output
