@@ -334,7 +334,9 @@ class FITRep:
             step = prog.task("cluster", 3)
             i, j = self.clusterer.candidates(rep.vectors)
             step(1)
-            score = self._score(rep, i, j)
+            # exact scores come with their per-term breakdown: keep it for edges.parquet
+            score, terms_all = (self.fusion.pair_similarity(rep.slots, i, j) if self.edge_score == "exact"
+                                else (self._score(rep, i, j), None))
             step(1)
             cl: Clustering = self.clusterer.cluster(len(ids), i, j, score, ids, pair_score=self._pair_score_fn(rep))
             step(1)
@@ -348,7 +350,7 @@ class FITRep:
             })
             keep = score >= self.clusterer.threshold
             ki, kj = i[keep], j[keep]
-            sim, terms = self.fusion.pair_similarity(rep.slots, ki, kj)
+            terms = terms_all[keep] if terms_all is not None else self.fusion.pair_similarity(rep.slots, ki, kj)[1]
             edges = pd.DataFrame({"item_a": ids_arr[ki].astype(str), "item_b": ids_arr[kj].astype(str),
                                   "similarity": score[keep].astype(np.float32)})
             for k, name in enumerate(rep.slots.feature_names):
