@@ -47,7 +47,7 @@ import numpy as np, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from shopee import tfidf_pairs, phash_pairs
 from itemrep.catalog import Catalog
-from itemrep.cluster import cluster_edges
+from itemrep.dedup.cluster import cluster_edges
 cat = Catalog.load({str(csv)!r}, id_col="posting_id", image_col=None)
 (ti, tj, ts), (pi, pj, ps) = tfidf_pairs(cat), phash_pairs(cat)
 i = np.concatenate([ti[ts >= 0.55], pi[ps >= 0.8]]); j = np.concatenate([tj[ts >= 0.55], pj[ps >= 0.8]])

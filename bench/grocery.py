@@ -15,7 +15,7 @@ fusion, so cos(z, z') = Σ α_k cos(c_k, c'_k)):
 * ``FITRep <method>``: image_primary (main-object region by <method>) and image_context
   (whole frame), plus the pHash slot, with α tuned on train.
 
-Clustering (local helper until ``itemrep.cluster`` is on main): exact faiss inner-product kNN
+Clustering (local helper until ``itemrep.dedup.cluster`` is on main): exact faiss inner-product kNN
 (k = 30), edges with similarity >= τ, connected components (union-find). Metrics: pairwise
 precision/recall/F1 and adjusted Rand index (Hubert & Arabie 1985) via scikit-learn.
 

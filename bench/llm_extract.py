@@ -9,7 +9,7 @@ What it measures, in one run and one table:
   1. ``primary TF-IDF``: the primary concept values of each item joined into one string, TF-IDF over
      character 2-4-grams (``char_wb``), cosine >= t, connected components; t tuned per extractor on
      the same sample (grid 0.30..0.95). Simple, transparent, and it isolates the concepts;
-  2. ``FITRep``: the project's pipeline (:class:`itemrep.pipeline.FITRep`, slot encoders + fusion +
+  2. ``FITRep``: the project's pipeline (:class:`itemrep.dedup.pipeline.FITRep`, slot encoders + fusion +
      clustering, images off, phash on) fitted (α, τ) and evaluated on the same sample, with the
      extractor's hierarchies fed in. Skipped if the pipeline is not importable.
   Both are tuned in-sample, identically for every extractor, so they compare extractors, not
@@ -50,7 +50,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from itemrep.catalog import Catalog, Item
 from itemrep.concepts.base import ConceptExtractor
 from itemrep.concepts.schema import ConceptHierarchy
-from itemrep.evaluate import mean_item_f1
+from itemrep.dedup.metrics import mean_item_f1
 from itemrep.paths import dataset
 
 console = Console(stderr=True)
@@ -120,7 +120,7 @@ def tfidf_f1(texts: list[str], labels: list[str]) -> tuple[float, float]:
 def fitrep_f1(cat: Catalog, hierarchies: list[ConceptHierarchy], identifier: str) -> float | None:
     """Mean per-item F1 of FITRep fitted and evaluated on ``cat`` with the given hierarchies."""
     try:
-        from itemrep.pipeline import FITRep
+        from itemrep.dedup.pipeline import FITRep
     except ImportError as e:
         console.print(f"[yellow]FITRep pipeline not importable ({e}); skipping the FITRep column")
         return None

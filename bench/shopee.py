@@ -25,14 +25,14 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
 from itemrep.catalog import Catalog
-from itemrep.cluster import NearDuplicateClusterer, cluster_edges, knn_graph
+from itemrep.dedup.cluster import NearDuplicateClusterer, cluster_edges, knn_graph
 from itemrep.encoders.text import TfidfTextEncoder, USETextEncoder
-from itemrep.evaluate import dedup_metrics, mean_item_f1
-from itemrep.fusion import AttentionFusion
+from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
+from itemrep.dedup.fusion import AttentionFusion
 from itemrep.paths import dataset
-from itemrep.pipeline import FITRep
+from itemrep.dedup.pipeline import FITRep
 from itemrep.runinfo import peak_rss_mb
-from itemrep.slots import DEFAULT_SLOT_SPECS, phash_bits
+from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, phash_bits
 
 K = 20  # candidate neighbours per item for the baselines
 

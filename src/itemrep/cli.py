@@ -107,7 +107,7 @@ def fit(
     seed: int = Seed, quiet: bool = Quiet,
 ) -> None:
     """Learn slot weights α and the clustering threshold τ from a labelled catalog."""
-    from itemrep.pipeline import FITRep
+    from itemrep.dedup.pipeline import FITRep
 
     try:
         cat, kw = _prepare(locals(), model_dir)
@@ -140,7 +140,7 @@ def dedup(
     seed: int = Seed, quiet: bool = Quiet,
 ) -> None:
     """Give every item a stable cluster id; near-duplicates share one."""
-    from itemrep.pipeline import FITRep
+    from itemrep.dedup.pipeline import FITRep
 
     try:
         cat, kw = _prepare(locals(), out)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from itemrep.cluster import NearDuplicateClusterer, UnionFind, cluster_edges, knn_graph, stable_cluster_id
+from itemrep.dedup.cluster import NearDuplicateClusterer, UnionFind, cluster_edges, knn_graph, stable_cluster_id
 
 
 def test_union_find():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from itemrep.evaluate import bcubed_scores, dedup_metrics, mean_item_f1, pairwise_scores
+from itemrep.dedup.metrics import bcubed_scores, dedup_metrics, mean_item_f1, pairwise_scores
 
 
 def test_mean_item_f1_hand_computed():

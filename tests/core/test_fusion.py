@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from itemrep.fusion import AttentionFusion
-from itemrep.slots import SlotSet, phash_bits
+from itemrep.dedup.fusion import AttentionFusion
+from itemrep.dedup.slots import SlotSet, phash_bits
 
 
 def _slots():

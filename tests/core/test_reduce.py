@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from itemrep.reduce import IdentityReducer, PCAReducer, UMAPReducer, kept_neighbour_ratio, make_reducer
+from itemrep.dedup.reduce import IdentityReducer, PCAReducer, UMAPReducer, kept_neighbour_ratio, make_reducer
 
 
 def _data(n=400, d=64, seed=0):

@@ -114,7 +114,7 @@ def test_cli_dedup_with_openai_extractor(server, tmp_path):
     cli = pytest.importorskip("itemrep.cli")
     if "--extractor" not in Path(cli.__file__).read_text():
         pytest.skip("the CLI has no --extractor flag yet")
-    pytest.importorskip("itemrep.pipeline")
+    pytest.importorskip("itemrep.dedup.pipeline")
     from typer.testing import CliRunner
 
     db = tmp_path / "cache.sqlite"

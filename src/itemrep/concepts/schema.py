@@ -14,7 +14,7 @@ organised along three axes:
 
 Each concept belongs to a named *slot* (``category``, ``brand``, ``spec`` ...). Slots are what the
 slot encoder embeds and what the attention-guided fusion weights (``α_k``); see
-:mod:`itemrep.fusion`. Every extractor (rule-based, OpenAI-compatible LLM, local transformers VLM,
+:mod:`itemrep.dedup.fusion`. Every extractor (rule-based, OpenAI-compatible LLM, local transformers VLM,
 image features) returns this one schema, so the hierarchy written to ``concepts.parquet`` is the same
 whichever back-end produced it.
 """

@@ -1,7 +1,7 @@
 """SPDR: structure-preserving dimensionality reduction of fused vectors (FITRep Sec. 3.2).
 
 FITRep compresses the fused concept vectors with an adaptive UMAP that keeps local neighbourhoods,
-so the FAISS graph of :mod:`itemrep.cluster` works in a small space. Three reducers share one
+so the FAISS graph of :mod:`itemrep.dedup.cluster` works in a small space. Three reducers share one
 scikit-learn style interface (``fit`` on a sample, ``transform`` the rest, ``fit_transform``):
 
 * :class:`UMAPReducer` — umap-learn; the number of neighbours and the output dimension are chosen

@@ -3,7 +3,7 @@
 ``FITRep`` takes its stages as arguments with working defaults (like BERTopic's sub-models):
 
 >>> from itemrep.catalog import Catalog
->>> from itemrep.pipeline import FITRep
+>>> from itemrep.dedup.pipeline import FITRep
 >>> cat = Catalog.load("examples/catalog.csv", label_col="label")   # doctest: +SKIP
 >>> model = FITRep().fit(cat)                                         # learns α and τ
 >>> result = model.dedup(cat)                                         # cluster ids
@@ -24,15 +24,15 @@ import pandas as pd
 
 from itemrep import __version__
 from itemrep.catalog import Catalog
-from itemrep.cluster import Clustering, NearDuplicateClusterer
+from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer
 from itemrep.concepts.base import ConceptExtractor
 from itemrep.concepts.schema import ConceptHierarchy
 from itemrep.errors import ItemFailure, ModelDirError
-from itemrep.evaluate import dedup_metrics, mean_item_f1
-from itemrep.fusion import AttentionFusion
-from itemrep.reduce import make_reducer
+from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
+from itemrep.dedup.fusion import AttentionFusion
+from itemrep.dedup.reduce import make_reducer
 from itemrep.runinfo import Progress, StageTimer
-from itemrep.slots import DEFAULT_SLOT_SPECS, SlotEncoder, SlotSet, SlotSpec
+from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, SlotEncoder, SlotSet, SlotSpec
 
 MODEL_FORMAT = 1
 DEFAULT_TAU = 0.55
@@ -44,7 +44,7 @@ class Representation:
 
     Attributes:
         hierarchies: N concept hierarchies.
-        slots: the :class:`~itemrep.slots.SlotSet`.
+        slots: the :class:`~itemrep.dedup.slots.SlotSet`.
         vectors: float32 (N, d) reduced fused vectors used for the kNN graph.
         failures: per-item failures from every stage so far.
         stats: per-stage extra counters (extractor stats, image stats, reducer stats).
@@ -123,10 +123,10 @@ class FITRep:
             Shopee it added no F1 over the TF-IDF slots and cost most of the run time, see
             docs/dedup.md), ``"use"`` (bundled multilingual USE) or ``"st:PATH"`` (any
             sentence-transformers model).
-        slot_specs: slot definitions (default :data:`~itemrep.slots.DEFAULT_SLOT_SPECS`).
-        fusion: :class:`~itemrep.fusion.AttentionFusion` (default α favours primary slots).
-        reducer: ``"umap"``, ``"pca"`` or ``"none"`` (SPDR; see :mod:`itemrep.reduce`).
-        clusterer: :class:`~itemrep.cluster.NearDuplicateClusterer` (holds τ and k).
+        slot_specs: slot definitions (default :data:`~itemrep.dedup.slots.DEFAULT_SLOT_SPECS`).
+        fusion: :class:`~itemrep.dedup.fusion.AttentionFusion` (default α favours primary slots).
+        reducer: ``"umap"``, ``"pca"`` or ``"none"`` (SPDR; see :mod:`itemrep.dedup.reduce`).
+        clusterer: :class:`~itemrep.dedup.cluster.NearDuplicateClusterer` (holds τ and k).
         images: ``"auto"`` (use image features when the catalog has images and the image
             encoder is installed), ``"on"`` or ``"off"``.
         ocr: read text in images (slower).

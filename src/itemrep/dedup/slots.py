@@ -3,7 +3,7 @@
 A :class:`SlotSet` holds K slot matrices for N items. Slot ``k`` is an (N, d_k) float32 matrix, dense
 or scipy CSR, whose rows are unit-norm, or all-zero where the item has nothing in that slot. The
 cosine of items i and j in slot k is then a plain dot product ``c_k[i] · c_k[j]`` (0 when either is
-absent), and the fused similarity of :mod:`itemrep.fusion` is ``Σ_k α_k cos(c_k[i], c_k[j])``.
+absent), and the fused similarity of :mod:`itemrep.dedup.fusion` is ``Σ_k α_k cos(c_k[i], c_k[j])``.
 
 The default slots (:data:`DEFAULT_SLOT_SPECS`) are built from the concept hierarchy:
 
@@ -27,7 +27,7 @@ ocr_auxiliary      auxiliary  stickers, banners, watermarks                   TF
 
 Slots marked *conflict* (brand, model, spec, colour, variant) also yield an attribute-conflict
 feature ``1 - cos`` for pairs where both items state the attribute: "500 ml" against "1 l" is
-evidence *against* a duplicate, which an absent spec is not. :mod:`itemrep.fusion` learns a
+evidence *against* a duplicate, which an absent spec is not. :mod:`itemrep.dedup.fusion` learns a
 non-negative penalty γ for each.
 
 Slots with *knots* (the primary text slots and phash) also yield near-match features

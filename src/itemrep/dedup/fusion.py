@@ -9,14 +9,14 @@ similarity. With K unit-norm (or zero) slot vectors c_k and non-negative weights
 so every pair's similarity splits exactly into per-slot terms, which is what makes the
 representation white-box: the report shows each term α_k cos(c_k, c'_k).
 
-Attribute conflicts (an extension of ours, see :mod:`itemrep.slots`): for slots such as spec or
+Attribute conflicts (an extension of ours, see :mod:`itemrep.dedup.slots`): for slots such as spec or
 colour, a pair where both items state the attribute and disagree gets ``conf_c = 1 - cos_c``. The
 edge score of a pair is then
 
     sim = Σ_k α_k cos_k  +  Σ_{k,t} β_{k,t} max(0, cos_k - t)/(1 - t)  -  Σ_c γ_c conf_c    (β, γ ≥ 0)
 
 The first sum is exactly z · z' (used for the FAISS candidate search); near-match bonuses β
-(a monotone piecewise-linear response per slot, see :mod:`itemrep.slots`) and conflict penalties γ
+(a monotone piecewise-linear response per slot, see :mod:`itemrep.dedup.slots`) and conflict penalties γ
 are applied when candidate edges are scored, and every term is reported per edge.
 
 :meth:`AttentionFusion.fit` learns α and γ on labelled pairs with a sign-constrained logistic
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from itemrep.slots import SlotSet
+from itemrep.dedup.slots import SlotSet
 
 
 class AttentionFusion:
