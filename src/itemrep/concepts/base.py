@@ -22,6 +22,7 @@ class ConceptExtractor(ABC):
     Class attributes:
         name: short back-end name (``"rules"``, ``"openai"``, ``"hf"``, ``"image"``).
         version: bumped whenever the output for the same input may change (it keys caches).
+        parallel_safe: extraction may run in worker processes (see the attribute).
 
     After :meth:`extract`, ``stats_`` holds counters (``items``, ``failures``, ``seconds`` and
     back-end specific ones such as ``requests``, ``cache_hits``, ``tokens``) for ``run.json``.
@@ -29,6 +30,9 @@ class ConceptExtractor(ABC):
 
     name: str = "base"
     version: str = "0"
+    #: True when :meth:`extract` is pure CPU work that can run in forked worker processes (the
+    #: pipeline then extracts chunks on every core); network back-ends keep their own concurrency.
+    parallel_safe: bool = False
 
     def __init__(self) -> None:
         self.stats_: dict[str, float] = {}

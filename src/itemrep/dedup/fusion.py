@@ -120,6 +120,24 @@ class AttentionFusion:
             parts.append(v)
         return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
+    def transform(self, dense_views: dict[str, np.ndarray], slots: SlotSet) -> np.ndarray:
+        """Same as :meth:`fuse` (scikit-learn name)."""
+        return self.fuse(dense_views, slots)
+
+    def weighted_slots(self, slots: SlotSet) -> list[str]:
+        """Names of the slots with a positive weight (the only ones fused)."""
+        w = self.weights(slots)
+        return [n for n, v in zip(slots.names, w) if v > 0]
+
+    def report(self, slots: SlotSet) -> dict:
+        """Its part of ``run.json``: α, β and γ resolved for ``slots``, and the slots without weight."""
+        return {
+            "alpha": self.alpha_for(slots),
+            "slots_without_weight": self.unweighted(slots),
+            "gamma": dict(zip(slots.conflict_slots, map(float, self.penalties(slots)))),
+            "beta": dict(zip([n for n in slots.feature_names if n.startswith("match_")], map(float, self.bonuses(slots)))),
+        }
+
     def bonuses(self, slots: SlotSet) -> np.ndarray:
         """β over the near-match features of ``slots`` (``match_<slot>@<knot>``), float64, ≥ 0."""
         beta = getattr(self, "beta_", None) or self.beta or {}
@@ -218,5 +236,25 @@ class AttentionFusion:
             f.gamma_ = dict(d["gamma"])
         return f
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+    def save(self, directory: str | Path) -> None:
+        """Write ``fusion.json`` (α, β, γ, intercept) into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "fusion.json").write_text(json.dumps({"format": 1, **self.to_dict()}, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "AttentionFusion":
+        """Read ``fusion.json`` written by :meth:`save`.
+
+        Raises:
+            ModelDirError: when missing or of another format.
+        """
+        from itemrep.errors import ModelDirError
+
+        p = Path(directory) / "fusion.json"
+        if not p.is_file():
+            raise ModelDirError(f"{p}: missing")
+        d = json.loads(p.read_text())
+        if d.pop("format", None) != 1:
+            raise ModelDirError(f"{p}: fusion format not 1")
+        return cls.from_dict(d)

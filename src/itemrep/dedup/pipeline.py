@@ -1,6 +1,7 @@
 """The FITRep orchestrator: CHIE -> slot encoding -> attention fusion -> SPDR -> FBC.
 
-``FITRep`` takes its stages as arguments with working defaults (like BERTopic's sub-models):
+``FITRep`` takes its stages as arguments with working defaults (like BERTopic's sub-models); each
+stage follows scikit-learn's conventions and saves itself in a versioned, non-pickle format:
 
 >>> from itemrep.catalog import Catalog
 >>> from itemrep.dedup.pipeline import FITRep
@@ -9,50 +10,115 @@
 >>> result = model.dedup(cat)                                         # cluster ids
 >>> result.clusters.head()                                            # doctest: +SKIP
 
-A model directory (``save``/``load``) is plain JSON: parameters, α, τ and the versions that wrote it.
+Data flow for N items, in chunks of ``chunk_size`` (extraction and term counting run in
+``n_jobs`` worker processes for the rule-based extractor):
+
+1. CHIE: concepts per item -> a columnar table (``item_id, slot, value, …``), never N live objects;
+2. slot encoders (:class:`~itemrep.dedup.slots.SlotEncoder`): hashed TF-IDF rows (sparse), phash
+   bits, image embeddings; the fitted state (document frequencies) makes them catalog-independent;
+3. fusion (:class:`~itemrep.dedup.fusion.AttentionFusion`): ``z = ⊕ √α_k c_k`` over dense views of
+   the slots with α_k > 0 only;
+4. SPDR (:mod:`itemrep.dedup.reduce`): PCA fitted on a sample, applied chunk by chunk;
+5. FBC (:mod:`itemrep.dedup.cluster`): FAISS kNN graph, exact edge scores, connected components,
+   chaining guard, cluster id = hash of the representative's id.
+
+Items are processed in a canonical order (sorted by item id) and results are returned in catalog
+order, so the same items give the same cluster ids whatever the row order.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from itemrep import __version__
-from itemrep.catalog import Catalog
-from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer
+from itemrep.catalog import Catalog, Item
 from itemrep.concepts.base import ConceptExtractor
 from itemrep.concepts.schema import ConceptHierarchy
-from itemrep.errors import ItemFailure, ModelDirError
-from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
+from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer
 from itemrep.dedup.fusion import AttentionFusion
-from itemrep.dedup.reduce import make_reducer
+from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
+from itemrep.dedup.reduce import load_reducer, make_reducer
+from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, RawSlots, SlotEncoder, SlotSet, SlotSpec
+from itemrep.errors import ItemFailure, ModelDirError
 from itemrep.runinfo import Progress, StageTimer
-from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, SlotEncoder, SlotSet, SlotSpec
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 DEFAULT_TAU = 0.55
+
+#: Columns of the concept table (``concepts.parquet``).
+CONCEPT_COLUMNS = ["item_id", "slot", "value", "raw", "level", "facet", "kind", "source", "salience", "extractor", "error"]
+
+#: Every file ``itemrep dedup --out`` may write (stale ones from an earlier run are removed).
+OUTPUT_FILES = ("clusters.parquet", "concepts.parquet", "edges.parquet", "failures.csv", "run.json", "metrics.json")
+
+
+def concepts_table(hierarchies: Sequence[ConceptHierarchy]) -> pa.Table:
+    """One row per concept (columns :data:`CONCEPT_COLUMNS`), as an Arrow table.
+
+    Items without any concept get one row with empty slot, so none is dropped.
+    """
+    cols: dict[str, list] = {c: [] for c in CONCEPT_COLUMNS}
+    for h in hierarchies:
+        rows = h.concepts or [None]
+        for c in rows:
+            cols["item_id"].append(h.item_id)
+            cols["extractor"].append(h.extractor)
+            cols["error"].append(h.error)
+            for k in ("slot", "value", "raw", "level", "facet", "kind", "source", "salience"):
+                cols[k].append(getattr(c, k) if c is not None else None)
+    schema = pa.schema([(c, pa.float32() if c == "salience" else pa.string()) for c in CONCEPT_COLUMNS])
+    return pa.table(cols, schema=schema)
+
+
+def concepts_frame(hierarchies: Sequence[ConceptHierarchy]) -> pd.DataFrame:
+    """:func:`concepts_table` as a pandas DataFrame."""
+    return concepts_table(hierarchies).to_pandas()
+
+
+def content_keys(concepts: Sequence[Sequence[tuple[str, str, str]]], phashes: Sequence[str | None]) -> np.ndarray:
+    """uint64 (N,) key per item: equal keys mean identical slot inputs (concepts and phash).
+
+    Such items are identical for the model and are always put in one cluster.
+    """
+    out = np.empty(len(concepts), dtype=np.uint64)
+    for n, (cs, ph) in enumerate(zip(concepts, phashes)):
+        s = "\x1e".join(f"{a}\x1f{b}\x1f{c}" for a, b, c in cs) + "\x1d" + (ph or "")
+        out[n] = int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little")
+    return out
 
 
 @dataclass
-class Representation:
-    """Everything computed for a catalog before clustering.
+class Encoded:
+    """Items through CHIE, slot encoding, fusion and SPDR (no clustering yet), in the given order.
 
     Attributes:
-        hierarchies: N concept hierarchies.
-        slots: the :class:`~itemrep.dedup.slots.SlotSet`.
-        vectors: float32 (N, d) reduced fused vectors used for the kNN graph.
-        failures: per-item failures from every stage so far.
-        stats: per-stage extra counters (extractor stats, image stats, reducer stats).
+        ids: object (N,) item ids (str).
+        slots: the :class:`~itemrep.dedup.slots.SlotSet` (exact slot rows, for edge scores).
+        vectors: float32 (N, d) reduced fused vectors, unit rows (the FAISS space).
+        keys: uint64 (N,) content keys (:func:`content_keys`).
+        concepts: Arrow table of every item's concepts (:data:`CONCEPT_COLUMNS`).
+        failures: per-item failures of every stage so far.
+        stats: per-stage extra counters for ``run.json``.
     """
 
-    hierarchies: list[ConceptHierarchy]
+    ids: np.ndarray
     slots: SlotSet
     vectors: np.ndarray
+    keys: np.ndarray
+    concepts: pa.Table
     failures: list[ItemFailure]
     stats: dict = field(default_factory=dict)
 
@@ -62,17 +128,18 @@ class DedupResult:
     """Output of :meth:`FITRep.dedup`.
 
     Attributes:
-        clusters: DataFrame ``item_id, cluster_id, representative_id, similarity`` (ids strings).
-        concepts: long DataFrame of every item's concepts (see :func:`concepts_frame`).
-        edges: DataFrame of the kept edges: ``item_a, item_b, similarity`` and one ``term_<slot>``
-            column per slot (α_k cos_k), so every merge can be explained.
+        clusters: DataFrame ``item_id, cluster_id, representative_id, similarity`` (ids strings;
+            ``similarity`` is the edge score to the representative, which can exceed 1).
+        concepts: Arrow table of every item's concepts (:data:`CONCEPT_COLUMNS`).
+        edges: DataFrame of the kept edges: ``item_a, item_b, similarity`` and one ``term_<feature>``
+            column per feature (α_k cos_k, −γ_c conflict_c, β near-match), so every merge can be explained.
         metrics: dedup metrics when the catalog has labels, else ``None``.
         run: run information (parameters, seconds and memory per stage, counts).
         failures: per-item failures.
     """
 
     clusters: pd.DataFrame
-    concepts: pd.DataFrame
+    concepts: pa.Table
     edges: pd.DataFrame
     metrics: dict | None
     run: dict
@@ -80,31 +147,56 @@ class DedupResult:
 
     def write(self, out_dir: str | Path) -> None:
         """Write ``clusters.parquet``, ``concepts.parquet``, ``edges.parquet``, ``failures.csv``,
-        ``run.json`` and (with labels) ``metrics.json`` into ``out_dir`` (created if needed)."""
+        ``run.json`` and (with labels) ``metrics.json`` into ``out_dir``.
+
+        Files are written into a temporary folder beside ``out_dir`` and moved in at the end, so a
+        failed write leaves no partial output; files of an earlier run that this run does not write
+        (e.g. ``metrics.json``) are removed.
+
+        Raises:
+            OSError: when ``out_dir`` cannot be created or written (the message names the path).
+        """
         out = Path(out_dir)
+        check_out_dir(out)
+        tmp = Path(tempfile.mkdtemp(prefix=".itemrep-tmp-", dir=out.parent if out.parent.exists() else None))
+        try:
+            self.clusters.to_parquet(tmp / "clusters.parquet", index=False)
+            pq.write_table(self.concepts, tmp / "concepts.parquet")
+            self.edges.to_parquet(tmp / "edges.parquet", index=False)
+            fail = pd.DataFrame([f.to_dict() for f in self.failures], columns=["item_id", "stage", "field", "message", "row"])
+            fail.to_csv(tmp / "failures.csv", index=False)
+            (tmp / "run.json").write_text(json.dumps(self.run, indent=2, default=str))
+            if self.metrics is not None:
+                (tmp / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+            out.mkdir(parents=True, exist_ok=True)
+            written = {p.name for p in tmp.iterdir()}
+            for name in OUTPUT_FILES:
+                if name not in written and (out / name).exists():
+                    (out / name).unlink()
+            for name in sorted(written):
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """Check before any work that ``out`` can hold the outputs: a directory (created if needed)
+    where a file can be written.
+
+    Raises:
+        OSError: naming ``out`` when it is a file, lies under a file, or is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"--out {out}: exists and is not a directory; choose another path")
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        self.clusters.to_parquet(out / "clusters.parquet", index=False)
-        self.concepts.to_parquet(out / "concepts.parquet", index=False)
-        self.edges.to_parquet(out / "edges.parquet", index=False)
-        pd.DataFrame([f.to_dict() for f in self.failures], columns=["item_id", "stage", "field", "message", "row"]).to_csv(
-            out / "failures.csv", index=False
-        )
-        (out / "run.json").write_text(json.dumps(self.run, indent=2, default=str))
-        if self.metrics is not None:
-            (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
-
-
-def concepts_frame(hierarchies: Sequence[ConceptHierarchy]) -> pd.DataFrame:
-    """One row per concept: ``item_id, slot, value, raw, level, facet, kind, source, salience,
-    extractor, error``. Items without any concept get one row with empty slot (so none is dropped)."""
-    rows = []
-    for h in hierarchies:
-        if not h.concepts:
-            rows.append((h.item_id, None, None, None, None, None, None, None, None, h.extractor, h.error))
-        for c in h.concepts:
-            rows.append((h.item_id, c.slot, c.value, c.raw, c.level, c.facet, c.kind, c.source, c.salience, h.extractor, h.error))
-    return pd.DataFrame(rows, columns=["item_id", "slot", "value", "raw", "level", "facet", "kind", "source", "salience",
-                                       "extractor", "error"])
+        probe = out / ".itemrep-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable directory") from None
+    return out
 
 
 def default_extractor() -> ConceptExtractor:
@@ -114,128 +206,144 @@ def default_extractor() -> ConceptExtractor:
     return RuleBasedExtractor()
 
 
+# ---------------------------------------------------------------- worker side
+_WORK: dict = {}
+
+
+def _extract_chunk(extractor: ConceptExtractor, encoder: SlotEncoder, items: Sequence[Item]):
+    """Per-chunk work (runs in worker processes): CHIE, concept table, raw slot counts, keys."""
+    hier = extractor.extract(items)
+    concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
+    phashes = [it.phash for it in items]
+    fails = [ItemFailure(it.item_id, "extract", "concepts", h.error, it.row) for it, h in zip(items, hier) if h.error]
+    raw = encoder.count(concepts, phashes)
+    return concepts_table(hier), raw, content_keys(concepts, phashes), fails, dict(getattr(extractor, "stats_", {}))
+
+
+def _worker(bounds: tuple[int, int]):
+    s, e = bounds
+    return _extract_chunk(_WORK["extractor"], _WORK["encoder"], _WORK["items"][s:e])
+
+
 class FITRep:
     """FITRep near-duplicate deduplication (Zhang et al. 2025, arXiv 2511.21389).
 
+    Every stage is given as an object or a name; objects are copied, never mutated.
+
     Args:
-        extractor: CHIE back-end (default: rule-based, offline).
+        extractor: CHIE back-end (a :class:`~itemrep.concepts.base.ConceptExtractor`; default:
+            rule-based, offline).
         text_encoder: dense text encoder for the ``primary_sem`` slot: ``"none"`` (default: on
             Shopee it added no F1 over the TF-IDF slots and cost most of the run time, see
-            docs/dedup.md), ``"use"`` (bundled multilingual USE) or ``"st:PATH"`` (any
-            sentence-transformers model).
+            docs/dedup.md), ``"use"`` (bundled multilingual USE), ``"st:PATH"`` or an object with
+            ``encode(list[str]) -> float32 (N, d)``.
         slot_specs: slot definitions (default :data:`~itemrep.dedup.slots.DEFAULT_SLOT_SPECS`).
-        fusion: :class:`~itemrep.dedup.fusion.AttentionFusion` (default α favours primary slots).
-        reducer: ``"umap"``, ``"pca"`` or ``"none"`` (SPDR; see :mod:`itemrep.dedup.reduce`).
-        clusterer: :class:`~itemrep.dedup.cluster.NearDuplicateClusterer` (holds τ and k).
+        fusion: :class:`~itemrep.dedup.fusion.AttentionFusion` (α, β, γ; default α favours primary slots).
+        reducer: ``"pca"`` (default), ``"umap"``, ``"none"`` or an object with ``fit``/``transform``/``stats``.
+        clusterer: :class:`~itemrep.dedup.cluster.NearDuplicateClusterer` (τ, k, guard).
+        threshold: τ override (None: the clusterer's / the fitted one).
         images: ``"auto"`` (use image features when the catalog has images and the image
             encoder is installed), ``"on"`` or ``"off"``.
         ocr: read text in images (slower).
         cache_dir: feature cache directory for image features.
         edge_score: ``"exact"`` scores candidate pairs with the exact slot-decomposed similarity;
             ``"reduced"`` uses the inner product of the reduced vectors.
+        chunk_size: items per chunk (bounds the memory of the per-item stages).
+        n_jobs: worker processes for extraction and term counting (rule-based extractor only).
         random_state: seed for every random step.
         progress: show progress bars.
+
+    Fitted attributes: ``slot_encoder_``, ``reducer_``, ``fusion_``, ``clusterer_`` (after
+    :meth:`fit`, :meth:`fit_encoders` or :meth:`load`), ``fit_info_`` (after :meth:`fit`).
+
+    Raises:
+        ValueError: for an unknown name of images, reducer or edge_score.
     """
 
     def __init__(
         self,
-        extractor: ConceptExtractor | None = None,
-        text_encoder: str = "none",
+        extractor: ConceptExtractor | str | None = None,
+        text_encoder="none",
         slot_specs: Sequence[SlotSpec] = DEFAULT_SLOT_SPECS,
         fusion: AttentionFusion | None = None,
-        reducer: str = "pca",
+        reducer="pca",
         clusterer: NearDuplicateClusterer | None = None,
+        threshold: float | None = None,
         images: str = "auto",
         ocr: bool = False,
         cache_dir: str | Path | None = None,
         edge_score: str = "exact",
+        chunk_size: int = 20000,
+        n_jobs: int | None = None,
         random_state: int = 0,
         progress: bool = False,
     ) -> None:
-        for name, value, allowed in (("images", images, ("auto", "on", "off")), ("reducer", reducer, ("pca", "umap", "none")),
-                                     ("edge_score", edge_score, ("exact", "reduced"))):
+        checks = [("images", images, ("auto", "on", "off")), ("edge_score", edge_score, ("exact", "reduced"))]
+        if isinstance(reducer, str):
+            checks.append(("reducer", reducer, ("pca", "umap", "none")))
+        for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {value!r}")
+        if threshold is not None and not (0.0 < float(threshold) <= 2.0):
+            raise ValueError(f"--threshold must be in (0, 2]; got {threshold!r}")
         self.extractor = extractor
         self.text_encoder = text_encoder
         self.slot_specs = tuple(slot_specs)
-        self.fusion = fusion or AttentionFusion()
+        self.fusion = fusion
         self.reducer = reducer
-        self.clusterer = clusterer or NearDuplicateClusterer(threshold=DEFAULT_TAU)
+        self.clusterer = clusterer
+        self.threshold = threshold
         self.images = images
         self.ocr = ocr
         self.cache_dir = cache_dir
         self.edge_score = edge_score
+        self.chunk_size = chunk_size
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.progress = progress
 
-    # ------------------------------------------------------------------ stages
-    def _extractor(self) -> ConceptExtractor:
-        if self.extractor is None:
-            self.extractor = default_extractor()
-        return self.extractor
+    # ------------------------------------------------------------------ stage construction
+    def _make_extractor(self) -> ConceptExtractor:
+        if self.extractor is None or self.extractor == "rules":
+            return default_extractor()
+        if isinstance(self.extractor, str):
+            raise ValueError(f"unknown extractor name {self.extractor!r}; pass 'rules' or an extractor object")
+        return copy.copy(self.extractor)
 
-    def represent(self, catalog: Catalog, timer: StageTimer | None = None) -> Representation:
-        """Run CHIE, image features, slot encoding, fusion and SPDR on ``catalog``.
-
-        Returns:
-            :class:`Representation` (no clustering yet).
-        """
+    def _make_dense_text_encoder(self):
         from itemrep.encoders.text import make_dense_text_encoder
 
-        timer = timer or StageTimer()
-        items = catalog.items
-        failures = list(catalog.failures)
-        stats: dict = {}
-        with Progress(self.progress) as prog:
-            with timer.stage("extract"):
-                ex = self._extractor()
-                hierarchies = ex.extract(items, progress=prog.task("concepts", len(items)))
-                stats["extractor"] = {"name": ex.identifier, **getattr(ex, "stats_", {})}
-                for it, h in zip(items, hierarchies):
-                    if h.error:
-                        failures.append(ItemFailure(it.item_id, "extract", "concepts", h.error, it.row))
-            external: dict[str, np.ndarray] = {}
-            phashes = [it.phash for it in items]
-            if self._use_images(catalog):
-                with timer.stage("images"):
-                    from itemrep.encoders.image import encode_catalog_images
+        if self.text_encoder is None or isinstance(self.text_encoder, str):
+            return make_dense_text_encoder(self.text_encoder or "none")
+        return self.text_encoder
 
-                    res = encode_catalog_images(items, ocr=self.ocr, cache_dir=Path(self.cache_dir) if self.cache_dir else None,
-                                                progress=prog.task("images", len(items)))
-                    external = dict(res.slots)
-                    phashes = [p if p else q for p, q in zip(phashes, res.phash)]
-                    hierarchies = [h.merged(v) for h, v in zip(hierarchies, res.hierarchies)]
-                    failures.extend(res.failures)
-                    stats["images"] = res.stats
-            with timer.stage("encode"):
-                enc = SlotEncoder(self.slot_specs, dense_encoder=make_dense_text_encoder(self.text_encoder))
-                slots = enc.encode(items, hierarchies, external=external, phashes=phashes,
-                                   progress=prog.task("slots", len(self.slot_specs)))
-                if not slots.matrices:
-                    raise ValueError("no slot could be encoded: every item has empty title, text, image and phash")
-                stats["slot_coverage"] = slots.coverage()
-            with timer.stage("fuse"):
-                step = prog.task("fuse", 1)
-                views = slots.dense_views(random_state=self.random_state)
-                z = self.fusion.fuse(views, slots)
-                step(1)
-            with timer.stage("reduce"):
-                red_name = self.reducer if len(items) > 50 else "none"  # too few items to learn a projection
-                step = prog.task(f"reduce ({red_name})", 1)
-                red = make_reducer(red_name, random_state=self.random_state)
-                vectors = red.fit_transform(z)
-                stats["reducer"] = red.stats()
-                step(1)
-        return Representation(hierarchies=hierarchies, slots=slots, vectors=vectors, failures=failures, stats=stats)
+    def _make_reducer(self, n: int):
+        if not isinstance(self.reducer, str):
+            return copy.deepcopy(self.reducer)
+        return make_reducer(self.reducer if n > 50 else "none", random_state=self.random_state)  # too few items to learn a projection
 
+    def _fusion(self) -> AttentionFusion:
+        return getattr(self, "fusion_", None) or copy.deepcopy(self.fusion) or AttentionFusion()
+
+    def _clusterer(self) -> NearDuplicateClusterer:
+        c = getattr(self, "clusterer_", None) or copy.deepcopy(self.clusterer) or NearDuplicateClusterer(threshold=DEFAULT_TAU)
+        if self.threshold is not None:
+            c = copy.deepcopy(c)
+            c.threshold = float(self.threshold)
+        return c
+
+    @property
+    def tau(self) -> float:
+        """τ in use (fitted, loaded or overridden)."""
+        return float(self._clusterer().threshold)
+
+    # ------------------------------------------------------------------ encoding
     def _use_images(self, catalog: Catalog) -> bool:
         if self.images == "off":
             return False
-        has = any(it.image is not None for it in catalog.items)
         if self.images == "on":
             return True
-        if not has:
+        if not any(it.image is not None for it in catalog.items):
             return False
         try:
             import itemrep.encoders.image  # noqa: F401
@@ -243,59 +351,206 @@ class FITRep:
             return False
         return True
 
-    def _score(self, rep: Representation, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        if self.edge_score == "reduced":
-            return np.einsum("ij,ij->i", rep.vectors[i], rep.vectors[j])
-        sim, _ = self.fusion.pair_similarity(rep.slots, i, j)
-        return sim
+    def _n_jobs(self, extractor: ConceptExtractor, n: int) -> int:
+        if not getattr(extractor, "parallel_safe", False) or n < 2 * self.chunk_size:
+            return 1
+        return max(1, int(self.n_jobs or min(2, os.cpu_count() or 1)))
 
-    def _pair_score_fn(self, rep: Representation):
-        return lambda a, b: self._score(rep, np.asarray(a), np.asarray(b))
+    def _extract_raw(self, items: Sequence[Item], encoder: SlotEncoder, timer: StageTimer, prog: Progress,
+                     use_images: bool, stats: dict):
+        """CHIE + raw slot inputs for ``items`` in chunks; returns (concept table, RawSlots, keys, failures)."""
+        extractor = self._make_extractor()
+        failures: list[ItemFailure] = []
+        n = len(items)
+        if use_images:
+            return self._extract_raw_images(items, encoder, extractor, timer, prog, stats)
+        bounds = [(s, min(n, s + self.chunk_size)) for s in range(0, n, self.chunk_size)]
+        tables, raws, keys, ex_stats = [], [], [], []
+        step = prog.task("concepts + slots", n)
+        jobs = self._n_jobs(extractor, n)
+        with timer.stage("extract"):
+            if jobs > 1:
+                import multiprocessing as mp
+
+                _WORK.update(extractor=extractor, encoder=encoder, items=items)
+                try:
+                    with mp.get_context("fork").Pool(jobs) as pool:
+                        for (s, e), res in zip(bounds, pool.imap(_worker, bounds)):
+                            self._collect(res, tables, raws, keys, failures, ex_stats)
+                            step(e - s)
+                finally:
+                    _WORK.clear()
+            else:
+                for s, e in bounds:
+                    self._collect(_extract_chunk(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats)
+                    step(e - s)
+        stats["extractor"] = {"name": extractor.identifier, "workers": jobs, **_sum_stats(ex_stats)}
+        return pa.concat_tables(tables), RawSlots.concat(raws), np.concatenate(keys), failures
+
+    @staticmethod
+    def _collect(res, tables, raws, keys, failures, ex_stats) -> None:
+        t, r, k, f, st = res
+        tables.append(t)
+        raws.append(r)
+        keys.append(k)
+        failures.extend(f)
+        ex_stats.append(st)
+
+    def _extract_raw_images(self, items, encoder, extractor, timer, prog, stats):
+        from itemrep.dedup.images import encode_catalog_images
+
+        with timer.stage("extract"):
+            hier = extractor.extract(items, progress=prog.task("concepts", len(items)))
+            stats["extractor"] = {"name": extractor.identifier, **getattr(extractor, "stats_", {})}
+        failures = [ItemFailure(it.item_id, "extract", "concepts", h.error, it.row) for it, h in zip(items, hier) if h.error]
+        with timer.stage("images"):
+            res = encode_catalog_images(items, ocr=self.ocr, cache_dir=Path(self.cache_dir) if self.cache_dir else None,
+                                        progress=prog.task("images", len(items)))
+            phashes = [p if p else q for p, q in zip([it.phash for it in items], res.phash)]
+            hier = [h.merged(v) for h, v in zip(hier, res.hierarchies)]
+            failures.extend(res.failures)
+            stats["images"] = res.stats
+        concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
+        raw = encoder.count(concepts, phashes, external=dict(res.slots))
+        return concepts_table(hier), raw, content_keys(concepts, phashes), failures
+
+    def _fused_vectors(self, slots: SlotSet, fusion: AttentionFusion, reducer, fit: bool, ids_sorted: np.ndarray,
+                       timer: StageTimer, prog: Progress) -> np.ndarray:
+        """Dense views of the weighted slots -> z = ⊕ √α_k c_k -> SPDR, chunk by chunk."""
+        enc = self.slot_encoder_
+        names = fusion.weighted_slots(slots)
+        n = slots.n_items
+
+        def fuse_rows(rows: np.ndarray) -> np.ndarray:
+            part = slots.take(rows)
+            return fusion.transform(enc.dense_views(part, names), part)
+
+        with timer.stage("fuse"):
+            if fit:
+                size = getattr(reducer, "sample_size", n)
+                rows = np.arange(n) if n <= size else _hash_sample(ids_sorted, size, self.random_state)
+                reducer.fit(fuse_rows(rows))
+        with timer.stage("reduce"):
+            step = prog.task(f"fuse + reduce ({getattr(reducer, 'name', type(reducer).__name__)})", n)
+            parts = []
+            for s in range(0, n, self.chunk_size):
+                rows = np.arange(s, min(n, s + self.chunk_size))
+                parts.append(np.asarray(reducer.transform(fuse_rows(rows)), dtype=np.float32))
+                step(len(rows))
+        return np.ascontiguousarray(np.vstack(parts) if parts else np.zeros((0, 1), np.float32))
+
+    def _encode(self, catalog: Catalog, fit_encoders: bool, timer: StageTimer, fusion: AttentionFusion | None = None) -> Encoded:
+        """Encode ``catalog`` in canonical (sorted-id) order."""
+        order = _canonical_order(catalog)
+        items = [catalog.items[i] for i in order]
+        ids = np.asarray([it.item_id for it in items], dtype=object)
+        fusion = fusion or self._fusion()
+        stats: dict = {}
+        use_images = self._use_images(catalog)
+        with Progress(self.progress) as prog:
+            encoder = (SlotEncoder(self.slot_specs, dense_encoder=self._make_dense_text_encoder(), random_state=self.random_state)
+                       if fit_encoders else self.slot_encoder_)
+            table, raw, keys, failures = self._extract_raw(items, encoder, timer, prog, use_images, stats)
+            with timer.stage("encode"):
+                if fit_encoders:
+                    self.slot_encoder_ = encoder.fit(raw)
+                slots = self.slot_encoder_.transform_raw(raw)
+                del raw
+                stats["slot_coverage"] = slots.coverage()
+            reducer = self._make_reducer(len(items)) if fit_encoders else self.reducer_
+            vectors = self._fused_vectors(slots, fusion, reducer, fit_encoders, ids, timer, prog)
+            if fit_encoders:
+                self.reducer_ = reducer
+            stats["reducer"] = self.reducer_.stats()
+        failures = list(catalog.failures) + failures
+        return Encoded(ids=ids, slots=slots, vectors=vectors, keys=keys, concepts=table, failures=failures, stats=stats)
+
+    def fit_encoders(self, catalog: Catalog) -> "FITRep":
+        """Fit the unsupervised stages (slot encoders' document frequencies, the reducer) on
+        ``catalog``; afterwards :meth:`transform` encodes any items in that space. Returns self."""
+        self._last_encoded_ = self._encode(catalog, True, StageTimer())
+        return self
+
+    def transform(self, catalog: Catalog) -> Encoded:
+        """Encode ``catalog`` with the fitted stages (no refitting), in canonical (sorted-id) order.
+
+        Raises:
+            RuntimeError: when the encoders are not fitted (call :meth:`fit_encoders` or load an index model).
+        """
+        if not hasattr(self, "slot_encoder_") or not hasattr(self, "reducer_"):
+            raise RuntimeError("FITRep encoders are not fitted: call fit_encoders(catalog) or load a saved index model")
+        return self._encode(catalog, False, StageTimer())
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the edge-score terms (columns of ``terms`` in :meth:`score_pairs`)."""
+        return self._feature_names_
+
+    def score_pairs(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact edge scores of row pairs (i, j) of ``slots``: ``(score float32 (E,), terms float32 (E, F))``,
+        score = Σ α_k cos_k + Σ β match − Σ γ conflict (see :mod:`itemrep.dedup.fusion`)."""
+        return self._fusion().pair_similarity(slots, np.asarray(i), np.asarray(j))
+
+    def _scorer(self, enc: Encoded, fusion: AttentionFusion):
+        if self.edge_score == "reduced":
+            return lambda a, b: np.einsum("ij,ij->i", enc.vectors[np.asarray(a)], enc.vectors[np.asarray(b)])
+        return lambda a, b: fusion.pair_similarity(enc.slots, np.asarray(a), np.asarray(b))[0]
+
+    def _cluster(self, enc: Encoded, clusterer: NearDuplicateClusterer, i, j, score, scorer) -> Clustering:
+        import inspect  # TEMP until the vectorised clusterer lands
+
+        kw = {"groups": _groups(enc.keys)} if "groups" in inspect.signature(clusterer.cluster).parameters else {}
+        return clusterer.cluster(len(enc.ids), i, j, score, enc.ids.tolist(), pair_score=scorer, **kw)
 
     # ------------------------------------------------------------------ fit
     def fit(self, catalog: Catalog, tau_grid: Sequence[float] | None = None, learn_alpha: bool = True) -> "FITRep":
-        """Learn α (non-negative logistic regression on kNN candidate pairs) and τ (best mean
-        per-item F1 of the clustering) from a labelled catalog.
+        """Learn α, β, γ (sign-constrained logistic regression on kNN candidate pairs) and τ (best
+        mean per-item F1 of the clustering) from a labelled catalog; returns self.
 
         Args:
             catalog: items with labels (``--label-col``).
             tau_grid: thresholds to try (default: 0.10..0.95 by 0.05, then ±0.04 by 0.01 around the best).
-            learn_alpha: when False, keep the fusion's given/default α and fit τ only.
+            learn_alpha: when False, keep the given/default α and fit τ only.
 
         Raises:
-            ValueError: when the catalog has no labels or no duplicate pair among the candidates.
+            ValueError: when the catalog has no labels, fewer than 2 items, or no duplicate pair among the candidates.
         """
         if not catalog.has_labels:
-            raise ValueError("fit needs a label for every item: pass --label-col with a column of group labels")
+            missing = [it.row for it in catalog.items if it.label is None][:5]
+            raise ValueError("fit needs a label for every item: pass --label-col with a column of group labels"
+                             + (f" (no label on rows {missing})" if missing and len(missing) < len(catalog) else ""))
+        if len(catalog) < 2:
+            raise ValueError(f"fit needs at least 2 labelled items; the catalog has {len(catalog)}")
         timer = StageTimer()
-        if learn_alpha:
-            self.fusion = AttentionFusion(primary_share=self.fusion.primary_share)
-        rep = self.represent(catalog, timer)
-        labels = np.asarray([str(x) for x in catalog.labels], dtype=object)
+        given = copy.deepcopy(self.fusion) or AttentionFusion()
+        fusion = AttentionFusion(primary_share=given.primary_share) if learn_alpha else given
+        clusterer = copy.deepcopy(self.clusterer) or NearDuplicateClusterer(threshold=DEFAULT_TAU)
+        enc = self._encode(catalog, True, timer, fusion=fusion)
+        lab_by_id = {it.item_id: str(it.label) for it in catalog.items}
+        labels = np.asarray([lab_by_id[x] for x in enc.ids], dtype=object)
         with timer.stage("fit_alpha"):
-            i, j = self.clusterer.candidates(rep.vectors)
+            i, j = clusterer.candidates(enc.vectors)
             y = (labels[i] == labels[j]).astype(np.int8)
             if learn_alpha:
-                self.fusion.fit(rep.slots.pair_features(i, j), y, rep.slots.feature_names)
+                fusion.fit(enc.slots.pair_features(i, j), y, enc.slots.feature_names)
             else:
-                self.fusion.alpha_ = self.fusion.alpha_for(rep.slots)
-                self.fusion.tau_logistic_ = None
-        # candidates again in the space fused with the learned α
-        with timer.stage("fit_refuse"):
-            views = rep.slots.dense_views(random_state=self.random_state)
-            z = self.fusion.fuse(views, rep.slots)
-            red = make_reducer(self.reducer if len(catalog) > 50 else "none", random_state=self.random_state)
-            rep.vectors = red.fit_transform(z)
+                fusion.alpha_ = fusion.alpha_for(enc.slots)
+                fusion.tau_logistic_ = None
+        self.fusion_ = fusion
+        with timer.stage("fit_refuse"):  # candidates again in the space fused with the learned α
+            reducer = self._make_reducer(len(catalog))
+            enc.vectors = self._fused_vectors(enc.slots, fusion, reducer, True, enc.ids, timer, Progress(False))
+            self.reducer_ = reducer
         with timer.stage("fit_tau"):
-            i, j = self.clusterer.candidates(rep.vectors)
-            score = self._score(rep, i, j)
-            ids = catalog.ids
-            pair_fn = self._pair_score_fn(rep)
+            i, j = clusterer.candidates(enc.vectors)
+            scorer = self._scorer(enc, fusion)
+            score = scorer(i, j)
 
             def f1_at(t: float) -> float:
-                c = NearDuplicateClusterer(threshold=t, k=self.clusterer.k, guard=self.clusterer.guard,
-                                           guard_margin=self.clusterer.guard_margin)
-                return mean_item_f1(labels, c.cluster(len(ids), i, j, score, ids, pair_score=pair_fn).cluster_id)
+                c = copy.deepcopy(clusterer)
+                c.threshold = t
+                return mean_item_f1(labels, self._cluster(enc, c, i, j, score, scorer).cluster_id)
 
             grid = list(tau_grid) if tau_grid is not None else [round(x, 3) for x in np.arange(0.1, 0.96, 0.05)]
             curve = {t: f1_at(t) for t in grid}
@@ -304,16 +559,17 @@ class FITRep:
                 fine = [round(best + d, 3) for d in np.arange(-0.04, 0.041, 0.01) if 0.05 < best + d < 0.99]
                 curve.update({t: f1_at(t) for t in fine if t not in curve})
                 best = max(curve, key=lambda t: (curve[t], -t))
-        self.clusterer.threshold = float(best)
+        clusterer.threshold = float(best)
+        self.clusterer_ = clusterer
         self.fit_info_ = {
             "n_items": len(catalog),
             "n_candidate_pairs": int(len(y)),
             "positive_pairs": int(y.sum()),
-            "alpha": self.fusion.alpha_,
-            "gamma": getattr(self.fusion, "gamma_", {}),
-            "beta": getattr(self.fusion, "beta_", {}),
+            "alpha": fusion.alpha_,
+            "gamma": getattr(fusion, "gamma_", {}),
+            "beta": getattr(fusion, "beta_", {}),
             "tau": float(best),
-            "tau_logistic": self.fusion.tau_logistic_,
+            "tau_logistic": fusion.tau_logistic_,
             "train_mean_item_f1": float(curve[best]),
             "tau_curve": {str(k): float(v) for k, v in sorted(curve.items())},
             "stages": timer.stages,
@@ -322,89 +578,108 @@ class FITRep:
 
     # ------------------------------------------------------------------ dedup
     def dedup(self, catalog: Catalog) -> DedupResult:
-        """Assign a stable cluster id to every item of ``catalog``.
+        """Assign a stable cluster id to every item of ``catalog`` (one-shot: the unsupervised
+        stages are fitted on this catalog; α, β, γ, τ come from the model).
 
         Returns:
-            :class:`DedupResult` (write it with :meth:`DedupResult.write`).
+            :class:`DedupResult` in catalog order (write it with :meth:`DedupResult.write`).
         """
         timer = StageTimer()
-        rep = self.represent(catalog, timer)
-        ids = catalog.ids
+        fusion = self._fusion()
+        clusterer = self._clusterer()
+        enc = self._encode(catalog, True, timer, fusion=fusion)
+        self._feature_names_ = enc.slots.feature_names
+        ids = enc.ids
         with timer.stage("cluster"), Progress(self.progress) as prog:
-            step = prog.task("cluster", 3)
-            i, j = self.clusterer.candidates(rep.vectors)
+            step = prog.task("cluster", 4)
+            i, j = clusterer.candidates(enc.vectors)
             step(1)
             # exact scores come with their per-term breakdown: keep it for edges.parquet
-            score, terms_all = (self.fusion.pair_similarity(rep.slots, i, j) if self.edge_score == "exact"
-                                else (self._score(rep, i, j), None))
+            if self.edge_score == "exact":
+                score, terms_all = fusion.pair_similarity(enc.slots, i, j)
+            else:
+                score, terms_all = self._scorer(enc, fusion)(i, j), None
             step(1)
-            cl: Clustering = self.clusterer.cluster(len(ids), i, j, score, ids, pair_score=self._pair_score_fn(rep))
+            scorer = self._scorer(enc, fusion)
+            cl = self._cluster(enc, clusterer, i, j, score, scorer)
+            step(1)
+            recall = _candidate_recall(enc.vectors, i, j, scorer, clusterer.threshold, k=clusterer.k,
+                                       random_state=self.random_state)
             step(1)
         with timer.stage("write"):
-            ids_arr = np.asarray(ids, dtype=object)
+            back = np.empty(len(ids), dtype=np.int64)  # canonical position of each catalog row
+            back[_canonical_order(catalog)] = np.arange(len(ids))
+            cid = np.asarray(cl.cluster_id, dtype=object)
             clusters = pd.DataFrame({
-                "item_id": ids_arr.astype(str),
-                "cluster_id": cl.cluster_id,
-                "representative_id": ids_arr[cl.representative].astype(str),
-                "similarity": cl.similarity.astype(np.float32),
+                "item_id": ids[back].astype(str),
+                "cluster_id": cid[back].astype(str),
+                "representative_id": ids[cl.representative[back]].astype(str),
+                "similarity": cl.similarity[back].astype(np.float32),
             })
-            keep = score >= self.clusterer.threshold
+            keep = score >= clusterer.threshold
             ki, kj = i[keep], j[keep]
-            terms = terms_all[keep] if terms_all is not None else self.fusion.pair_similarity(rep.slots, ki, kj)[1]
-            edges = pd.DataFrame({"item_a": ids_arr[ki].astype(str), "item_b": ids_arr[kj].astype(str),
+            terms = terms_all[keep] if terms_all is not None else fusion.pair_similarity(enc.slots, ki, kj)[1]
+            edges = pd.DataFrame({"item_a": ids[ki].astype(str), "item_b": ids[kj].astype(str),
                                   "similarity": score[keep].astype(np.float32)})
-            for k, name in enumerate(rep.slots.feature_names):
+            for k, name in enumerate(enc.slots.feature_names):
                 edges[f"term_{name}"] = terms[:, k]
-            concepts = concepts_frame(rep.hierarchies)
         metrics = None
         if catalog.has_labels:
-            metrics = dedup_metrics(catalog.labels, cl.cluster_id)
+            metrics = dedup_metrics(catalog.labels, clusters["cluster_id"].tolist())
         from itemrep.runinfo import package_versions
 
+        n_clusters = int(pd.unique(cid).size)
         run = {
             "itemrep_version": __version__,
             "versions": package_versions(),
             "n_items": len(ids),
-            "n_clusters": int(len(set(cl.cluster_id))),
-            "n_duplicates_removed": int(len(ids) - len(set(cl.cluster_id))),
+            "n_clusters": n_clusters,
+            "n_duplicates_removed": int(len(ids) - n_clusters),
             "parameters": self.params(),
-            "alpha": self.fusion.alpha_for(rep.slots),
-            "slots_without_weight": self.fusion.unweighted(rep.slots),
-            "gamma": dict(zip(rep.slots.conflict_slots, map(float, self.fusion.penalties(rep.slots)))),
-            "beta": dict(zip([n for n in rep.slots.feature_names if n.startswith("match_")], map(float, self.fusion.bonuses(rep.slots)))),
-            "tau": self.clusterer.threshold,
-            "index": getattr(self.clusterer, "index_name_", None),
+            **fusion.report(enc.slots),
+            "tau": clusterer.threshold,
+            "index": getattr(clusterer, "index_name_", None),
+            "candidate_recall": recall,
             "n_candidate_pairs": int(len(i)),
             "n_edges": cl.n_edges,
             "n_split_by_chaining_guard": cl.n_split,
+            "n_identical_groups": int((_groups(enc.keys) >= 0).sum()),
             "stages": timer.stages,
             "total_seconds": round(timer.total_seconds, 3),
-            "failed_items": len({f.item_id for f in rep.failures}),
-            "failures_by_stage": pd.Series([f.stage for f in rep.failures], dtype=object).value_counts().to_dict(),
-            **rep.stats,
+            "failed_items": len({f.item_id for f in enc.failures}),
+            "failures_by_stage": pd.Series([f.stage for f in enc.failures], dtype=object).value_counts().to_dict(),
+            **enc.stats,
         }
-        return DedupResult(clusters=clusters, concepts=concepts, edges=edges, metrics=metrics, run=run, failures=rep.failures)
+        return DedupResult(clusters=clusters, concepts=enc.concepts, edges=edges, metrics=metrics, run=run, failures=enc.failures)
 
     # ------------------------------------------------------------------ persistence
     def params(self) -> dict:
         """Constructor parameters that define the model (JSON-serialisable)."""
+        c = self._clusterer()
+        ex = self.extractor
         return {
-            "extractor": self._extractor().identifier if self.extractor is not None else "rules",
-            "text_encoder": self.text_encoder,
-            "reducer": self.reducer,
-            "k": self.clusterer.k,
-            "tau": self.clusterer.threshold,
-            "guard": self.clusterer.guard,
-            "guard_margin": self.clusterer.guard_margin,
+            "extractor": "rules" if ex is None else ex if isinstance(ex, str) else ex.identifier,
+            "text_encoder": self.text_encoder if isinstance(self.text_encoder, str) or self.text_encoder is None else type(self.text_encoder).__name__,
+            "reducer": self.reducer if isinstance(self.reducer, str) else getattr(self.reducer, "name", type(self.reducer).__name__),
+            "k": c.k,
+            "tau": c.threshold,
+            "guard": c.guard,
+            "guard_margin": c.guard_margin,
             "images": self.images,
             "ocr": self.ocr,
             "edge_score": self.edge_score,
             "random_state": self.random_state,
-            "slot_specs": [s.__dict__ for s in self.slot_specs],
+            "slot_specs": [dict(s.__dict__, knots=list(s.knots)) for s in self.slot_specs],
         }
 
-    def save(self, model_dir: str | Path) -> Path:
-        """Write ``model.json`` (parameters, α, τ, fit report, versions) into ``model_dir``."""
+    def save(self, model_dir: str | Path, stages: bool = True) -> Path:
+        """Write ``model.json`` (parameters, α, β, γ, τ, fit report, versions) into ``model_dir``;
+        with ``stages`` and fitted encoders, also ``stages/slots`` and ``stages/reducer`` (JSON +
+        ``.npy``/``.npz``) so that :meth:`transform` works after :meth:`load` without refitting.
+
+        Raises:
+            ModelDirError: when a fitted stage cannot be saved (e.g. a UMAP reducer).
+        """
         from itemrep.runinfo import package_versions
 
         d = Path(model_dir)
@@ -413,10 +688,15 @@ class FITRep:
             "format": MODEL_FORMAT,
             "itemrep_version": __version__,
             "params": self.params(),
-            "fusion": self.fusion.to_dict(),
+            "fusion": self._fusion().to_dict(),
             "fit": getattr(self, "fit_info_", None),
             "versions": package_versions(),
+            "stages": None,
         }
+        if stages and hasattr(self, "slot_encoder_") and hasattr(self, "reducer_"):
+            self.slot_encoder_.save(d / "stages" / "slots")
+            self.reducer_.save(d / "stages" / "reducer")
+            payload["stages"] = {"slots": "stages/slots", "reducer": "stages/reducer"}
         (d / "model.json").write_text(json.dumps(payload, indent=2, default=str))
         return d / "model.json"
 
@@ -443,20 +723,18 @@ class FITRep:
         ``overrides`` replace parameters (e.g. ``reducer="none"``, ``progress=True``).
 
         Raises:
-            ModelDirError: when the directory or ``model.json`` is missing or of another format.
+            ModelDirError: when the directory or ``model.json`` is missing, malformed or of another
+                format (the message names the file and the field).
         """
+        from itemrep.dedup.modelfile import read_model_file
+
         p = Path(model_dir)
         p = p if p.suffix == ".json" else p / "model.json"
         if not p.is_file():
             raise ModelDirError(f"{model_dir}: no model.json here; create one with `itemrep fit CATALOG --label-col COL --model-dir {model_dir}`")
-        try:
-            payload = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ModelDirError(f"{p}: not valid JSON (line {e.lineno}): {e.msg}") from None
-        if payload.get("format") != MODEL_FORMAT:
-            raise ModelDirError(f"{p}: model format {payload.get('format')!r}, this itemrep reads format {MODEL_FORMAT}; re-run `itemrep fit`")
+        payload = read_model_file(p)
         prm = payload["params"]
-        specs = tuple(SlotSpec(**s) for s in prm.get("slot_specs", [])) or DEFAULT_SLOT_SPECS
+        specs = tuple(SlotSpec(**dict(s, knots=tuple(s.get("knots", ())))) for s in prm.get("slot_specs", [])) or DEFAULT_SLOT_SPECS
         kw = dict(
             text_encoder=prm["text_encoder"], slot_specs=specs, reducer=prm["reducer"],
             clusterer=NearDuplicateClusterer(threshold=prm["tau"], k=prm["k"], guard=prm["guard"], guard_margin=prm["guard_margin"]),
@@ -465,5 +743,51 @@ class FITRep:
         )
         kw.update(overrides)
         model = cls(**kw)
+        model.fusion_ = copy.deepcopy(model.fusion)
+        model.clusterer_ = copy.deepcopy(model.clusterer)
         model.fit_info_ = payload.get("fit")
+        st = payload.get("stages")
+        if st:
+            base = p.parent
+            model.slot_encoder_ = SlotEncoder.load(base / st["slots"], dense_encoder=model._make_dense_text_encoder())
+            model.reducer_ = load_reducer(base / st["reducer"],
+                                          expect=model.reducer if isinstance(model.reducer, str) and "reducer" in overrides else None)
         return model
+
+
+# ---------------------------------------------------------------- helpers
+def _canonical_order(catalog: Catalog) -> np.ndarray:
+    """Positions of the catalog's items sorted by item id (ids are unique)."""
+    return np.argsort(np.asarray(catalog.ids, dtype=object).astype(str), kind="stable")
+
+
+def _hash_sample(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` row positions chosen by a seeded hash of the ids: the same items whatever the row order."""
+    h = np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}\x1f{x}".encode(), digest_size=8).digest(), "little") for x in ids),
+                    dtype=np.uint64, count=len(ids))
+    return np.sort(np.argsort(h, kind="stable")[:size])
+
+
+def _groups(keys: np.ndarray) -> np.ndarray:
+    """int64 (N,) group id of items sharing a content key with another item, -1 for unique items."""
+    _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    g = inv.astype(np.int64)
+    g[counts[inv] < 2] = -1
+    return g
+
+
+def _candidate_recall(vectors, i, j, scorer, tau, k, random_state) -> dict | None:
+    try:
+        from itemrep.dedup.cluster import candidate_recall
+    except ImportError:
+        return None
+    return candidate_recall(vectors, i, j, scorer, tau, k=k, random_state=random_state)
+
+
+def _sum_stats(parts: list[dict]) -> dict:
+    out: dict = {}
+    for p in parts:
+        for k, v in p.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out

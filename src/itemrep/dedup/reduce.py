@@ -15,9 +15,16 @@ Outputs are float32 with unit-norm rows so that inner product = cosine in the FA
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from itemrep.encoders.text import l2_normalize_rows
+from itemrep.errors import ModelDirError
+
+#: Version of the saved reducer state (``reducer.json``).
+REDUCER_FORMAT = 1
 
 
 def kept_neighbour_ratio(x: np.ndarray, y: np.ndarray, k: int = 10, sample: int = 500, random_state: int = 0) -> float:
@@ -59,6 +66,16 @@ class IdentityReducer:
     def stats(self) -> dict:
         return {"reducer": self.name, "n_components": getattr(self, "n_components_", None)}
 
+    def save(self, directory: str | Path) -> None:
+        """Write ``reducer.json``."""
+        _write_meta(directory, self.name, {"n_components": self.n_components_})
+
+    @classmethod
+    def _from_saved(cls, directory: Path, meta: dict) -> "IdentityReducer":
+        r = cls()
+        r.n_components_ = int(meta["state"]["n_components"])
+        return r
+
 
 class PCAReducer:
     """PCA to ``n_components`` (capped by the data), fitted on at most ``sample_size`` rows.
@@ -83,20 +100,45 @@ class PCAReducer:
         k = int(min(self.n_components, d, max(1, n - 1)))
         rng = np.random.default_rng(self.random_state)
         s = x if n <= self.sample_size else x[np.sort(rng.choice(n, self.sample_size, replace=False))]
-        self.pca_ = PCA(n_components=k, svd_solver="randomized" if k < min(s.shape) // 2 else "full",
-                        random_state=self.random_state).fit(s)
+        pca = PCA(n_components=k, svd_solver="randomized" if k < min(s.shape) // 2 else "full",
+                  random_state=self.random_state).fit(s)
+        self.components_ = pca.components_.astype(np.float32)
+        self.mean_ = pca.mean_.astype(np.float32)
+        self.explained_variance_ = float(pca.explained_variance_ratio_.sum())
         self.n_components_ = k
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return l2_normalize_rows(self.pca_.transform(x).astype(np.float32))
+        """(N, d) -> float32 (N, n_components_), unit rows: ``(x - mean_) @ components_.T`` (PCA, whitening off)."""
+        return l2_normalize_rows((np.asarray(x, dtype=np.float32) - self.mean_) @ self.components_.T)
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
 
     def stats(self) -> dict:
-        return {"reducer": self.name, "n_components": self.n_components_,
-                "explained_variance": float(self.pca_.explained_variance_ratio_.sum())}
+        return {"reducer": self.name, "n_components": self.n_components_, "explained_variance": self.explained_variance_}
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``reducer.json`` and ``pca_components.npy``, ``pca_mean.npy``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / "pca_components.npy", self.components_)
+        np.save(d / "pca_mean.npy", self.mean_)
+        _write_meta(d, self.name, {"n_components": self.n_components_, "explained_variance": self.explained_variance_,
+                                   "params": {"n_components": self.n_components, "sample_size": self.sample_size,
+                                              "random_state": self.random_state}})
+
+    @classmethod
+    def _from_saved(cls, directory: Path, meta: dict) -> "PCAReducer":
+        st = meta["state"]
+        r = cls(**st["params"])
+        r.components_ = np.load(directory / "pca_components.npy")
+        r.mean_ = np.load(directory / "pca_mean.npy")
+        r.n_components_ = int(st["n_components"])
+        r.explained_variance_ = float(st["explained_variance"])
+        if r.components_.shape[0] != r.n_components_ or r.components_.shape[1] != r.mean_.shape[0]:
+            raise ModelDirError(f"{directory}: pca_components.npy {r.components_.shape} does not match n_components {r.n_components_}")
+        return r
 
 
 class UMAPReducer:
@@ -166,6 +208,45 @@ class UMAPReducer:
     def stats(self) -> dict:
         return {"reducer": self.name, "n_components": self.n_components_, "n_neighbors": self.n_neighbors_,
                 "fit_sample": int(len(self.sample_idx_)), "kept_neighbours": self.kept_neighbours_}
+
+    def save(self, directory: str | Path) -> None:
+        """Not supported: a fitted umap-learn model can only be stored by pickling it, which itemrep
+        never does. Raises :class:`~itemrep.errors.ModelDirError` (use ``--reducer pca`` or ``none``
+        for a persistent index)."""
+        raise ModelDirError("a fitted UMAP reducer cannot be saved without pickle; use --reducer pca or none "
+                            "for a saved model or an index")
+
+
+def _write_meta(directory: str | Path, name: str, state: dict) -> None:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "reducer.json").write_text(json.dumps({"format": REDUCER_FORMAT, "reducer": name, "state": state}, indent=1))
+
+
+def load_reducer(directory: str | Path, expect: str | None = None):
+    """Read a reducer written by its ``save``.
+
+    Args:
+        directory: folder holding ``reducer.json``.
+        expect: the reducer name the caller requires (``"pca"``/``"none"``), or None for any.
+
+    Raises:
+        ModelDirError: missing file, other format, or a different reducer than ``expect``.
+    """
+    d = Path(directory)
+    p = d / "reducer.json"
+    if not p.is_file():
+        raise ModelDirError(f"{p}: missing; the model directory is incomplete")
+    meta = json.loads(p.read_text())
+    if meta.get("format") != REDUCER_FORMAT:
+        raise ModelDirError(f"{p}: reducer format {meta.get('format')!r}, this itemrep reads {REDUCER_FORMAT}")
+    name = meta.get("reducer")
+    if expect is not None and name != expect:
+        raise ModelDirError(f"{p}: parameter reducer is {name!r} here but {expect!r} was asked for")
+    cls = {"pca": PCAReducer, "none": IdentityReducer}.get(name)
+    if cls is None:
+        raise ModelDirError(f"{p}: unknown reducer {name!r}")
+    return cls._from_saved(d, meta)
 
 
 def make_reducer(name: str | None, random_state: int = 0):

