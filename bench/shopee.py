@@ -192,7 +192,7 @@ def run_split(cat: Catalog, seed: int, args) -> list[dict]:
         res = model.dedup(test)
         secs = time.perf_counter() - t0
         record(name, res.clusters["cluster_id"].tolist(), secs,
-               {"threshold": f"{model.clusterer.threshold:.3f}", "fit_seconds": round(fit_s, 1),
+               {"threshold": f"{model.tau:.3f}", "fit_seconds": round(fit_s, 1),
                 "stages": {k: v["seconds"] for k, v in res.run["stages"].items()},
                 "alpha": {k: round(v, 3) for k, v in res.run["alpha"].items()}})
     return rows

@@ -40,6 +40,8 @@ TextOnly = typer.Option(False, "--text-only", help="Send no image to the LLM: ti
 TextEncoder = typer.Option(None, "--text-encoder", help="Dense text encoder: use (bundled multilingual USE), st:PATH_OR_NAME (sentence-transformers) or none.")
 CacheDir = typer.Option(None, "--cache-dir", help="Image feature cache directory (default: ~/.cache/itemrep).")
 Seed = typer.Option(0, "--seed", help="Random seed (same input and seed give the same cluster ids).")
+ChunkSize = typer.Option(20000, "--chunk-size", min=100, help="Items per chunk in the per-item stages (bounds their memory).")
+Jobs = typer.Option(None, "--jobs", min=1, help="Worker processes for concept extraction and term counting (default: up to 2 cores; rule-based extractor only).")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
@@ -57,7 +59,8 @@ def _prepare(a: dict, out: Path):
 
     cat = Catalog.load(a["catalog"], **{f"{c}_col": a[f"{c}_col"] for c in ("id", "title", "text", "image", "phash", "label")})
     kw = {k: a[k] for k in ("reducer", "images", "ocr", "text_encoder") if a[k] is not None}
-    kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None)
+    kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None,
+              chunk_size=a["chunk_size"], n_jobs=a["jobs"])
     if a["extractor"] != "rules":
         from itemrep.concepts.registry import build_extractor
 
@@ -104,7 +107,7 @@ def fit(
     extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
     api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
     llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
-    seed: int = Seed, quiet: bool = Quiet,
+    seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
 ) -> None:
     """Learn slot weights α and the clustering threshold τ from a labelled catalog."""
     from itemrep.dedup.pipeline import FITRep
@@ -137,19 +140,22 @@ def dedup(
     extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
     api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
     llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
-    seed: int = Seed, quiet: bool = Quiet,
+    seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
 ) -> None:
     """Give every item a stable cluster id; near-duplicates share one."""
     from itemrep.dedup.pipeline import FITRep
 
+    from itemrep.dedup.pipeline import check_out_dir
+
     try:
+        check_out_dir(out)  # before any work: a bad --out fails now, not after the computation
         cat, kw = _prepare(locals(), out)
-        m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
         if threshold is not None:
-            m.clusterer.threshold = threshold
+            kw["threshold"] = threshold
+        m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
         result = m.dedup(cat)
         result.write(out)
-    except (ItemrepError, ValueError) as e:
+    except (ItemrepError, ValueError, OSError) as e:
         _fail(str(e))
     _summary(result, out)
 
@@ -161,6 +167,12 @@ def _mount_subapps() -> None:
         print(f"warning: `itemrep rec` unavailable: {e}", file=sys.stderr)
         return
     app.add_typer(rec_app, name="rec", help="Multimodal recommendation (LIRDRec and baselines).")
+    try:
+        from itemrep.index_cli import app as index_app
+    except ImportError as e:  # pragma: no cover - part of the package
+        print(f"warning: `itemrep index` unavailable: {e}", file=sys.stderr)
+        return
+    app.add_typer(index_app, name="index", help="Persistent index: build once, add tomorrow's items, look up clusters.")
 
 
 _mount_subapps()
