@@ -50,7 +50,8 @@ def main() -> None:
     pool = paths + hm
     sel = [pool[i] for i in sorted(rng.choice(len(pool), size=min(args.n, len(pool)), replace=False))]
     from itemrep.catalog import Item
-    from itemrep.encoders.image import EfficientNetLite0, encode_catalog_images
+    from itemrep.dedup.images import encode_catalog_images
+    from itemrep.encoders.image import EfficientNetLite0
 
     print(f"{len(sel)} photos; cores={os.cpu_count()}; load average before: {os.getloadavg()}")
     rows = []

@@ -1,4 +1,5 @@
-"""encode_catalog_images / embed_images: the contract the dedup pipeline calls."""
+"""encode_catalog_images (dedup layer) / encode_images / embed_images (encoder): the contracts the
+dedup pipeline and the recommender call."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import pytest
 
 from itemrep.catalog import Item
 from itemrep.concepts.schema import AUXILIARY_SLOTS, PRIMARY_SLOTS
+from itemrep.dedup.images import encode_catalog_images
 from itemrep.encoders.image import (
     COLOUR_DIM,
     FEATURE_DIM,
+    PRIMARY_DIM,
     PRIMARY_METHODS,
+    TOP_K,
     colour_descriptor,
     embed_images,
-    encode_catalog_images,
+    encode_images,
+    imagenet_labels,
     mask_box,
     primary_masks,
 )
@@ -102,6 +107,33 @@ def test_deterministic(fixtures_dir, tmp_path):
     b = encode_catalog_images(_items(fixtures_dir)[:3], cache_dir=tmp_path / "a2")
     np.testing.assert_array_equal(a.slots["image_primary"], b.slots["image_primary"])
     assert a.phash == b.phash
+
+
+def test_encode_images_gives_arrays_that_the_dedup_layer_turns_into_concepts(fixtures_dir, image_cache, result):
+    items = _items(fixtures_dir)
+    arr = encode_images([it.image for it in items], cache_dir=image_cache)
+    n = len(items)
+    assert arr.primary.shape == (n, PRIMARY_DIM) and arr.primary.dtype == np.float32
+    assert arr.context.shape == (n, FEATURE_DIM) and arr.boxes.shape == (n, 4) and arr.boxes.dtype == np.float32
+    for lab, sc in ((arr.object_labels, arr.object_scores), (arr.context_labels, arr.context_scores)):
+        assert lab.shape == sc.shape == (n, TOP_K) and lab.dtype == np.int16 and sc.dtype == np.float32
+        assert (lab[: len(GOOD), 0] >= 0).all() and (lab[len(GOOD) : -1] == -1).all() and lab[-1, 0] >= 0  # best label first, -1 pads
+        assert (sc[lab < 0] == 0).all() and (np.diff(sc[: len(GOOD)], axis=1) <= 0).all()
+    assert list(arr.usable) == [True] * len(GOOD) + [False] * (len(BAD) + 1) + [True]
+    assert arr.errors[: len(GOOD)] == [None] * len(GOOD) and all(arr.errors[len(GOOD) : len(GOOD) + len(BAD)])
+    assert arr.errors[-2] is None and arr.phash[-2] is None and arr.sha1[-2] is None  # no path: nothing, no error
+    assert arr.ocr == [[]] * n and arr.ocr_errors == [None] * n  # OCR off
+    # the dedup layer's slots are these arrays; its labels are these indices, named
+    np.testing.assert_array_equal(arr.primary, result.slots["image_primary"])
+    names = imagenet_labels()
+    assert result.hierarchies[0].slot_values("visual_object") == [names[i].lower() for i in arr.object_labels[0] if i >= 0]
+    assert {"seconds", "cache_hits", "computed", "backend", "primary_method", "extractor"} <= set(arr.stats)
+
+
+def test_encode_images_unknown_method_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="primary_method"):
+        encode_images([tmp_path / "does-not-exist.jpg"], cache_dir=tmp_path, primary_method="bogus")
+    assert not (tmp_path / "features.sqlite").exists()
 
 
 def test_embed_images_black_box(fixtures_dir):

