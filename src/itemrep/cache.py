@@ -10,6 +10,11 @@ new extractor version never reads stale features.
 Storage follows datasketch's ``storage.py`` idea of one small back-end behind a dict-like
 surface: a single SQLite file (WAL mode, so several processes can read while one writes) holding
 ``np.savez`` blobs of named arrays. Values are dicts of numpy arrays / scalars / strings.
+
+The cache is an accelerator, never a requirement: a cache file that is not SQLite (or not
+itemrep's), a damaged database, a folder that cannot be created or a read-only file gives one
+:class:`CacheWarning` naming the file, and the run goes on without the cache (or, read-only, without
+storing new records). A damaged record is a miss: it is recomputed and replaced.
 """
 
 from __future__ import annotations
@@ -17,13 +22,60 @@ from __future__ import annotations
 import io
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 #: Bumped when the on-disk layout changes.
 CACHE_FORMAT = "1"
+
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class CacheWarning(UserWarning):
+    """A cache file cannot be used (fully or for writing); the run goes on without it."""
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(path: str | Path, problem: str, message: str) -> None:
+    """Issue ``message`` as a :class:`CacheWarning` once per process for ``(path, problem)``."""
+    key = (str(path), problem)
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, CacheWarning, stacklevel=3)
+
+
+def not_sqlite_reason(path: Path) -> str | None:
+    """Why an existing ``path`` cannot be a SQLite database, or ``None`` when it may be one.
+
+    A missing or empty file is fine (SQLite creates the database); anything else must start with
+    the SQLite header.
+    """
+    if not path.exists():
+        return None
+    if path.is_dir():
+        return "it is a directory"
+    if not path.is_file():
+        return "it is not a regular file"
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head and head != SQLITE_MAGIC:
+        return "not a SQLite database"
+    return None
+
+
+def _errtext(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
 
 
 def _pack(record: Mapping[str, object]) -> bytes:
@@ -41,6 +93,9 @@ def _unpack(blob: bytes) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+_COLUMNS = {"ns", "key", "value"}
+
+
 class FeatureCache:
     """A persistent mapping ``content_key -> dict of arrays`` inside one namespace.
 
@@ -50,62 +105,167 @@ class FeatureCache:
             written under another namespace are invisible.
 
     Attributes:
+        path: the database file.
         hits, misses: counters of :meth:`get_many` lookups since construction.
+        readable, writable: whether lookups / stores still go to the file. Both turn ``False``
+            (with one :class:`CacheWarning` naming the file) when the file cannot be used; only
+            ``writable`` when it is read-only. A cache that is neither behaves as an empty one.
 
-    Thread-safe for use from one process (a lock around the connection); safe across processes
-    through SQLite's own locking.
+    Never raises for a bad cache file; thread-safe for use from one process (a lock around the
+    connection); safe across processes through SQLite's own locking.
     """
 
     def __init__(self, path: str | Path, namespace: str) -> None:
         p = Path(path)
-        if p.suffix not in (".sqlite", ".db"):
-            p.mkdir(parents=True, exist_ok=True)
-            p = p / "features.sqlite"
-        else:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        self.path = p
+        is_file = p.suffix in (".sqlite", ".db")
+        self.path = p if is_file else p / "features.sqlite"
         self.namespace = f"{namespace}#fmt{CACHE_FORMAT}"
         self.hits = 0
         self.misses = 0
+        self.readable = False
+        self.writable = False
+        self._bad_rows = 0
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(str(p), timeout=60, check_same_thread=False)
-        with self._lock:
+        self._con: sqlite3.Connection | None = None
+        folder = p.parent if is_file else p
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise NotADirectoryError(20, "it is a file, not a folder", str(folder))
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._give_up(f"its folder {folder} cannot be used ({_errtext(e)})")
+            return
+        try:
+            why = not_sqlite_reason(self.path)
+        except OSError as e:
+            why = _errtext(e)
+        if why:
+            self._give_up(why)
+            return
+        try:
+            self._con = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.execute(
                 "CREATE TABLE IF NOT EXISTS features (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ns, key))"
             )
             self._con.commit()
+            cols = {r[1] for r in self._con.execute("PRAGMA table_info(features)")}
+        except sqlite3.Error as e:
+            self._give_up(_errtext(e))
+            return
+        if not _COLUMNS <= cols:
+            self._give_up("its table 'features' is not an itemrep feature cache")
+            return
+        self.readable = self.writable = True
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, np.ndarray]]:
-        """Records found for ``keys`` (missing keys are simply absent from the result)."""
+    # -- failure handling ---------------------------------------------------------------------
+    def _give_up(self, why: str) -> None:
+        """Stop using the file (warned once per file and problem)."""
+        self.readable = self.writable = False
+        if self._con is not None:
+            try:
+                self._con.close()
+            except sqlite3.Error:
+                pass
+            self._con = None
+        hint = "" if why.startswith("its folder") else " (move or delete it to rebuild the cache)"
+        warn_once(
+            self.path, "unusable",
+            f"image feature cache {self.path} cannot be used: {why}{hint}; running without the cache",
+        )  # fmt: skip
+
+    def _stop_writing(self, why: str) -> None:
+        self.writable = False
+        warn_once(
+            self.path, "read-only",
+            f"image feature cache {self.path} is read-only ({why}); cached features are used, new ones are not stored",
+        )  # fmt: skip
+
+    # -- mapping surface ----------------------------------------------------------------------
+    def get_many(
+        self, keys: Iterable[str], *, valid: Callable[[dict[str, np.ndarray]], bool] | None = None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Records found for ``keys``; missing keys and damaged records are absent from the result.
+
+        Args:
+            keys: content keys.
+            valid: optional check of a record's arrays (names, shapes, dtypes); a record it rejects
+                (or raises on) counts as damaged: a miss, recomputed and replaced by the caller.
+        """
         keys = list(dict.fromkeys(keys))
         out: dict[str, dict[str, np.ndarray]] = {}
+        bad = 0
         with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = f"SELECT key, value FROM features WHERE ns = ? AND key IN ({','.join('?' * len(chunk))})"
-                for k, v in self._con.execute(q, [self.namespace, *chunk]):
-                    out[k] = _unpack(v)
+            if self.readable and self._con is not None:
+                try:
+                    for i in range(0, len(keys), 500):
+                        chunk = keys[i : i + 500]
+                        q = f"SELECT key, value FROM features WHERE ns = ? AND key IN ({','.join('?' * len(chunk))})"
+                        for k, v in self._con.execute(q, [self.namespace, *chunk]):
+                            try:
+                                rec = _unpack(v)
+                                if valid is not None and not valid(rec):
+                                    raise ValueError("record rejected by its check")
+                            except Exception:  # noqa: BLE001 - a damaged record is a miss, recomputed and replaced
+                                bad += 1
+                            else:
+                                out[k] = rec
+                except sqlite3.Error as e:
+                    self._give_up(_errtext(e))
+        if bad:
+            self._bad_rows += bad
+            warn_once(
+                self.path, "bad-rows",
+                f"image feature cache {self.path} holds damaged records; they are recomputed and replaced",
+            )  # fmt: skip
         self.hits += len(out)
         self.misses += len(keys) - len(out)
         return out
 
     def put_many(self, records: Mapping[str, Mapping[str, object]]) -> None:
-        """Store (or replace) records; one transaction."""
+        """Store (or replace) records; one transaction. A no-op when the file cannot be written."""
         rows = [(self.namespace, k, _pack(r)) for k, r in records.items()]
         with self._lock:
-            self._con.executemany("INSERT OR REPLACE INTO features (ns, key, value) VALUES (?, ?, ?)", rows)
-            self._con.commit()
+            if not self.writable or self._con is None or not rows:
+                return
+            try:
+                self._con.executemany("INSERT OR REPLACE INTO features (ns, key, value) VALUES (?, ?, ?)", rows)
+                self._con.commit()
+            except sqlite3.Error as e:
+                try:
+                    self._con.rollback()
+                except sqlite3.Error:
+                    pass
+                msg = _errtext(e)
+                if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+                    self._stop_writing(msg)
+                elif isinstance(e, sqlite3.OperationalError) and ("full" in msg or "disk i/o" in msg.lower()):
+                    self.writable = False
+                    warn_once(self.path, "write", f"image feature cache {self.path}: cannot store records ({msg}); new features are not stored")
+                else:
+                    self._give_up(msg)
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._con.execute("SELECT COUNT(*) FROM features WHERE ns = ?", [self.namespace]).fetchone()[0])
+            if not self.readable or self._con is None:
+                return 0
+            try:
+                return int(self._con.execute("SELECT COUNT(*) FROM features WHERE ns = ?", [self.namespace]).fetchone()[0])
+            except sqlite3.Error as e:
+                self._give_up(_errtext(e))
+                return 0
 
     def close(self) -> None:
         """Close the SQLite connection."""
         with self._lock:
-            self._con.close()
+            if self._con is not None:
+                try:
+                    self._con.close()
+                except sqlite3.Error:
+                    pass
+                self._con = None
+            self.readable = self.writable = False
 
     def __enter__(self) -> "FeatureCache":
         return self

@@ -35,7 +35,10 @@ ModelName = typer.Option(None, "--model", help="Model name on the server (openai
 ApiKeyEnv = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never logged).")
 LlmCache = typer.Option(None, "--llm-cache", help="SQLite response cache for LLM extraction (default: OUT/llm_cache.sqlite).")
 LlmConc = typer.Option(4, "--llm-concurrency", help="Concurrent LLM requests.")
-LlmTimeout = typer.Option(60.0, "--llm-timeout", help="Seconds per LLM request before a retry.")
+LlmTimeout = typer.Option(60.0, "--llm-timeout", help="Total seconds per LLM request (connect, send, wait and read) before a retry.")
+LlmRetryAfter = typer.Option(60.0, "--llm-max-retry-after", help="Longest Retry-After wait honoured (seconds); a server asking for longer fails that request at once.")
+LlmRetryBudget = typer.Option(120.0, "--llm-retry-budget", help="Most seconds one LLM request may spend waiting between its retries, in total.")
+LlmMaxBytes = typer.Option(4194304, "--llm-max-response-bytes", help="Largest LLM response body read; larger answers are refused.")
 TextOnly = typer.Option(False, "--text-only", help="Send no image to the LLM: title + OCR text + image labels only (CPU route).")
 TextEncoder = typer.Option(None, "--text-encoder", help="Dense text encoder: use (bundled multilingual USE), st:PATH_OR_NAME (sentence-transformers) or none.")
 CacheDir = typer.Option(None, "--cache-dir", help="Image feature cache directory (default: ~/.cache/itemrep).")
@@ -62,12 +65,14 @@ def _prepare(a: dict, out: Path):
     kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None,
               chunk_size=a["chunk_size"], n_jobs=a["jobs"])
     if a["extractor"] != "rules":
-        from itemrep.concepts.registry import build_extractor
+        from itemrep.dedup.images import build_extractor
 
         kw["extractor"] = build_extractor(
             a["extractor"], base_url=a["base_url"], model=a["model"], api_key_env=a["api_key_env"],
             cache_path=a["llm_cache"] or out / "llm_cache.sqlite", concurrency=a["llm_concurrency"],
-            timeout_s=a["llm_timeout"], text_only=a["text_only"])
+            timeout_s=a["llm_timeout"], text_only=a["text_only"],
+            **({"max_retry_after_s": a["llm_max_retry_after"], "retry_budget_s": a["llm_retry_budget"],
+                "max_response_bytes": a["llm_max_response_bytes"]} if a["extractor"] == "openai" else {}))
     return cat, kw
 
 
@@ -106,7 +111,8 @@ def fit(
     text_encoder: Optional[str] = TextEncoder,
     extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
     api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
-    llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
+    llm_timeout: float = LlmTimeout, llm_max_retry_after: float = LlmRetryAfter, llm_retry_budget: float = LlmRetryBudget,
+    llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
 ) -> None:
     """Learn slot weights α and the clustering threshold τ from a labelled catalog."""
@@ -139,7 +145,8 @@ def dedup(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override τ, the minimum similarity of an edge."),
     extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
     api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
-    llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
+    llm_timeout: float = LlmTimeout, llm_max_retry_after: float = LlmRetryAfter, llm_retry_budget: float = LlmRetryBudget,
+    llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
 ) -> None:
     """Give every item a stable cluster id; near-duplicates share one."""

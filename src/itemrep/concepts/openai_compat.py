@@ -13,17 +13,26 @@ Robustness for bulk extraction:
   llama-cpp-python's ``json_object`` + ``schema``, then plain ``json_object``, then none; ``"vllm"``
   sends vLLM's ``structured_outputs``; ``"ollama"`` sends Ollama's ``format``;
 * **client-side validation, always** (servers fail open and return prose with 200 OK);
-* **bounded concurrency** (a thread pool of ``concurrency`` workers sharing one ``httpx.Client``),
-  a per-request timeout, **retries with exponential backoff** on 429, 5xx, timeouts and connection
-  errors, honouring ``Retry-After``;
+* **bounded concurrency** (a thread pool of ``concurrency`` workers sharing one ``httpx.AsyncClient``
+  that runs on a private event-loop thread), a **total deadline per request** (``timeout_s`` covers
+  connecting, sending, waiting and reading: a server that trickles bytes cannot hold a request longer),
+  a **cap on the response body** (``max_response_bytes``; a larger body is not read), **retries with
+  exponential backoff** on 429, 5xx, timeouts and connection errors, honouring ``Retry-After`` up to
+  ``max_retry_after_s`` (a longer wait asked for ends the request at once) within a total wait budget
+  per request (``retry_budget_s``);
 * **one repair attempt** on an unusable answer (invalid JSON, schema mismatch, cut off by
   ``max_tokens``), then **per-item fallback** to the rule-based extractor, with the reason recorded
-  in ``ConceptHierarchy.error`` and counted in ``stats_``;
+  in ``ConceptHierarchy.error`` and counted in ``stats_``; an answer far longer than ``max_tokens``
+  allows is not quoted back in the repair request;
 * a **circuit breaker**: after ``breaker`` consecutive items whose requests failed (server down,
   wrong key, unknown model) the rest of the run falls back at once instead of waiting for timeouts;
 * a **SQLite response cache** (:mod:`itemrep.concepts.llm_cache`) so a re-run or an interrupted run
   resumes without re-asking;
-* the API key is read from an environment variable and never logged or put in an error message.
+* the API key is read from an environment variable and never logged or put in an error message:
+  everything the server sends (error bodies, a 200 that is not a chat completion, the answer text)
+  is passed through :func:`redact_secrets` (the key, ``Bearer``/``Basic`` credentials and
+  ``Authorization``/API-key header values) before it can reach an error, a concept value, the cache,
+  a log or an exception.
 
 The **text-only route** (``text_only=True``) sends no image: the title, text and, when a
 ``visual`` extractor is given (the image back-end of itemrep), its labels and OCR text, which suits
@@ -32,13 +41,19 @@ small text-only instruct models on CPU (e.g. a GGUF model behind ``llama_cpp.ser
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import io
+import json
 import os
 import random
+import re
 import threading
 import time
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,7 +73,7 @@ from itemrep.concepts.prompt import (
     messages_for_text,
     parse_response,
     render_user_text,
-    repair_message,
+    repair_turns,
     response_schema,
     to_hierarchy,
 )
@@ -71,6 +86,69 @@ DEFAULT_IMAGE_PIXELS = 256 * 28 * 28
 #: Structured-output modes tried in order by ``structured="auto"``.
 AUTO_MODES: tuple[str, ...] = ("json_schema", "llama_cpp", "json_object", "none")
 STRUCTURED_MODES: tuple[str, ...] = ("auto", *AUTO_MODES, "vllm", "ollama")
+
+#: Default cap on one response body, in bytes (a chat completion of 512 tokens is a few kB).
+DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+#: How much of an error response's body is read (only its start is reported).
+ERROR_BODY_BYTES = 64 << 10
+
+#: What a secret is replaced with.
+REDACTED = "[redacted]"
+#: Keys shorter than this are placeholders (``x``, ``EMPTY``, ``none``), not secrets: they are
+#: redacted after ``Bearer`` and in header values, not wherever the letters occur.
+MIN_SECRET_CHARS = 6
+
+_PUNCT = r"\"'`<>,;()\[\]{}\\"
+_STOP = r"\s" + _PUNCT  # characters that end a credential
+#: ``Bearer <token>`` / ``Basic <credentials>`` (also URL- or JSON-escaped spaces).
+_SCHEME_VALUE = re.compile(rf"(?i)\b(bearer|basic)(\s+|%20|\+|\\u0020)[^{_STOP}]+")
+#: Header-like ``authorization: value`` / ``x-api-key = value`` (quoted or not), unless the value
+#: starts with a scheme handled above.
+_HEADER_VALUE = re.compile(
+    rf"(?i)\b(proxy-authorization|authorization|x-api-key|api[-_]key|access[-_]token)(\\?[\"']?\s*[:=]\s*\\?[\"']?)"
+    rf"(?!(?:bearer|basic)\b)(?!\[redacted\])(?:[A-Za-z][\w-]*(?:\s+|%20|\+)(?=[^{_STOP}]))?[^{_STOP}]+"
+)
+#: OpenAI-style keys (``sk-...``) whatever variable they came from.
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
+
+
+def _secret_forms(secret: str) -> list[str]:
+    """The spellings of a secret that may come back: as is, JSON-escaped, URL-quoted, repr-escaped."""
+    forms = {secret, json.dumps(secret)[1:-1], urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), repr(secret)[1:-1]}
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with credentials replaced by :data:`REDACTED`.
+
+    Removes every spelling of each secret in ``secrets`` (when at least :data:`MIN_SECRET_CHARS`
+    long), ``Bearer``/``Basic`` credentials, the values of ``Authorization``/API-key headers and
+    OpenAI-style ``sk-...`` keys, whatever the case and quoting.
+
+    Args:
+        text: any string that may contain a credential (``None``/empty is returned as is).
+        secrets: known secrets (the API key).
+    """
+    if not text:
+        return text
+    for sec in secrets:
+        if sec and len(sec) >= MIN_SECRET_CHARS:
+            for form in _secret_forms(sec):
+                if form in text:
+                    text = text.replace(form, REDACTED)
+    text = _SCHEME_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _HEADER_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _KEY_LIKE.sub(REDACTED, text)
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info or query string (where credentials may hide), for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<url>"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
 
 STAT_KEYS = (
     "items",
@@ -209,6 +287,99 @@ def _rejects_format(status: int, body: str) -> bool:
     return status >= 400 and ("response_format" in b or "json_schema" in b)
 
 
+@dataclass
+class HTTPReply:
+    """One HTTP answer as read by :class:`DeadlineHTTP`.
+
+    Attributes:
+        status_code: HTTP status code.
+        headers: response headers.
+        body: the body read (for errors: at most :data:`ERROR_BODY_BYTES`, the rest is left unread).
+        too_large: for a 200 whose body is over the cap: the bytes seen (declared or read) before
+            giving up; ``body`` is then empty. ``None`` otherwise.
+    """
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    too_large: int | None = None
+
+
+class DeadlineHTTP:
+    """An ``httpx.AsyncClient`` on a private event-loop thread, called from worker threads.
+
+    Each :meth:`post` runs under one total deadline (``asyncio.wait_for``): connecting, sending,
+    waiting for the headers and reading the body together take at most ``timeout_s``, whatever the
+    peer does (a server sending one byte per second is cut off at the deadline, headers or body).
+    Bodies are streamed and never read past a cap.
+
+    Args:
+        timeout_s: total seconds per request.
+        concurrency: connections kept (one per worker thread).
+    """
+
+    def __init__(self, *, timeout_s: float, concurrency: int) -> None:
+        self.timeout_s = float(timeout_s)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="itemrep-llm-io", daemon=True)
+        self._thread.start()
+
+        async def make() -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s),
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            )
+
+        self._client = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
+
+    async def _post(self, url: str, body: dict, headers: dict[str, str], max_bytes: int) -> HTTPReply:
+        async with self._client.stream("POST", url, json=body, headers=headers) as r:
+            ok = r.status_code == 200
+            limit = max_bytes if ok else min(max_bytes, ERROR_BODY_BYTES)
+            declared = r.headers.get("content-length", "")
+            if ok and declared.isdigit() and int(declared) > max_bytes:
+                return HTTPReply(r.status_code, r.headers, b"", int(declared))
+            buf = bytearray()
+            async for chunk in r.aiter_bytes():
+                buf += chunk
+                if len(buf) > limit:
+                    if ok:
+                        return HTTPReply(r.status_code, r.headers, b"", len(buf))
+                    del buf[limit:]
+                    break
+            return HTTPReply(r.status_code, r.headers, bytes(buf))
+
+    async def _post_by_deadline(self, *args) -> HTTPReply:
+        return await asyncio.wait_for(self._post(*args), self.timeout_s)
+
+    def post(self, url: str, *, json_body: dict, headers: dict[str, str], max_bytes: int) -> HTTPReply:
+        """POST ``json_body``; the reply, read within the deadline.
+
+        Raises:
+            TimeoutError: the deadline passed.
+            httpx.HTTPError: transport errors (connection refused, reset, protocol errors).
+        """
+        fut = asyncio.run_coroutine_threadsafe(self._post_by_deadline(url, json_body, headers, max_bytes), self._loop)
+        try:
+            return fut.result(self.timeout_s + 10.0)  # the loop enforces the deadline; this is a backstop
+        except TimeoutError:
+            fut.cancel()
+            raise
+
+    def close(self) -> None:
+        """Close the client and stop the loop thread."""
+        if self._loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(10.0)
+        except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
 class LLMExtractorBase(ConceptExtractor):
     """Shared machinery of the LLM back-ends: cache keys, fallback, stats.
 
@@ -260,6 +431,39 @@ class LLMExtractorBase(ConceptExtractor):
         with self._stats_lock:
             for k, v in kw.items():
                 self.stats_[k] = self.stats_.get(k, 0) + v
+
+    # -- redaction ---------------------------------------------------------------------------
+    def secrets(self) -> list[str]:
+        """Credentials that must never reach an output (the API key of server back-ends)."""
+        return []
+
+    def redact(self, text: str | None) -> str | None:
+        """``text`` with every credential removed (see :func:`redact_secrets`)."""
+        return redact_secrets(text, self.secrets()) if text else text
+
+    def scrub(self, h: ConceptHierarchy) -> ConceptHierarchy:
+        """``h`` with credentials removed from its error and its concept values.
+
+        The last gate before a hierarchy leaves the back-end (``concepts.parquet``, ``failures.csv``),
+        so nothing a server sent can carry a key out, even from an older cache.
+        """
+        secrets = self.secrets()
+        update: dict = {}
+        if h.error:
+            clean = redact_secrets(h.error, secrets)
+            if clean != h.error:
+                update["error"] = clean
+        concepts, changed = [], False
+        for c in h.concepts:
+            v = redact_secrets(c.value, secrets)
+            r = redact_secrets(c.raw, secrets) if c.raw else c.raw
+            if v != c.value or r != c.raw:
+                c = c.model_copy(update={"value": v, "raw": r})
+                changed = True
+            concepts.append(c)
+        if changed:
+            update["concepts"] = concepts
+        return h.model_copy(update=update) if update else h
 
     # -- inputs ------------------------------------------------------------------------------
     def prepare(self, item: Item) -> tuple[str, str | None, str, str, str | None]:
@@ -347,7 +551,7 @@ class LLMExtractorBase(ConceptExtractor):
         h = to_hierarchy(item.item_id, answer, self.identifier, prompt=self.prompt)
         if image_error:
             h = h.model_copy(update={"error": f"answered without image ({image_error})"})
-        return h
+        return self.scrub(h)
 
     def fall_back(self, item: Item, reason: str) -> ConceptHierarchy:
         """Per-item fallback after the LLM route failed; the reason goes into ``error`` and stats.
@@ -364,10 +568,10 @@ class LLMExtractorBase(ConceptExtractor):
                 msg = f"llm failed: {reason}; fell back to {self.fallback.identifier}"
                 if h.error:
                     msg += f" ({h.error})"
-                return h.model_copy(update={"error": msg})
+                return h.model_copy(update={"error": self.redact(msg)})
             except Exception as e:  # noqa: BLE001
                 reason = f"{reason}; fallback {self.fallback.identifier} raised {type(e).__name__}: {e}"
-        return ConceptHierarchy(item_id=item.item_id, extractor=self.identifier, error=f"llm failed: {reason}")
+        return ConceptHierarchy(item_id=item.item_id, extractor=self.identifier, error=self.redact(f"llm failed: {reason}"))
 
 
 class OpenAICompatExtractor(LLMExtractorBase):
@@ -381,7 +585,8 @@ class OpenAICompatExtractor(LLMExtractorBase):
             omitted when the variable is unset, as local servers need none). Never logged.
         cache_path: SQLite response cache file, or ``None`` for no cache.
         concurrency: requests in flight at once (threads), >= 1.
-        timeout_s: per-request timeout in seconds (connect, read and write).
+        timeout_s: total deadline of one HTTP request in seconds: connecting, sending, waiting and
+            reading together (a server trickling bytes is cut off); each retry gets a new deadline.
         image_pixels: pixel budget of the image sent (see :data:`DEFAULT_IMAGE_PIXELS`).
         text_only: send no image (text-only models); image labels/OCR come from ``visual``.
         fallback: extractor used per item when the LLM route fails (normally the rule-based one).
@@ -389,8 +594,13 @@ class OpenAICompatExtractor(LLMExtractorBase):
         structured: one of :data:`STRUCTURED_MODES` (see the module docstring).
         max_retries: retries per request on 429/5xx/timeouts/connection errors (0 = one attempt).
         backoff_s: first backoff delay; doubles each retry (plus up to 25 % jitter), capped by
-            ``max_backoff_s``. A ``Retry-After`` header replaces the computed delay (capped at
-            ``max_retry_after_s``).
+            ``max_backoff_s``. A ``Retry-After`` header replaces the computed delay.
+        max_retry_after_s: longest ``Retry-After`` honoured; a server asking for a longer wait
+            ends the request at once (the item falls back) instead of holding a worker.
+        retry_budget_s: most seconds one request may spend waiting between its retries, in total;
+            when the next wait would pass it, the request ends with the last error.
+        max_response_bytes: largest response body read; a larger one is not read (the request
+            fails, it is not retried, and nothing of it is sent back in a repair).
         max_tokens: completion budget per request; the repair after a cut-off answer doubles it.
         temperature, seed: sampling settings (greedy and seeded by default, for reproducible runs).
         breaker: consecutive items with failed requests after which the rest of the run falls back
@@ -420,7 +630,9 @@ class OpenAICompatExtractor(LLMExtractorBase):
         max_retries: int = 3,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
-        max_retry_after_s: float = 120.0,
+        max_retry_after_s: float = 60.0,
+        retry_budget_s: float = 120.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_tokens: int = 512,
         temperature: float = 0.0,
         seed: int | None = 0,
@@ -439,6 +651,12 @@ class OpenAICompatExtractor(LLMExtractorBase):
             raise ValueError(f"structured must be one of {STRUCTURED_MODES}, got {structured!r}")
         if max_retries < 0 or max_tokens < 16:
             raise ValueError("max_retries must be >= 0 and max_tokens >= 16")
+        if not max_retry_after_s >= 0:
+            raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s}")
+        if not retry_budget_s >= 0:
+            raise ValueError(f"retry_budget_s must be >= 0, got {retry_budget_s}")
+        if not max_response_bytes >= 1024:
+            raise ValueError(f"max_response_bytes must be >= 1024, got {max_response_bytes}")
         super().__init__(
             model=model,
             cache_path=cache_path,
@@ -456,6 +674,8 @@ class OpenAICompatExtractor(LLMExtractorBase):
         self.backoff_s = float(backoff_s)
         self.max_backoff_s = float(max_backoff_s)
         self.max_retry_after_s = float(max_retry_after_s)
+        self.retry_budget_s = float(retry_budget_s)
+        self.max_response_bytes = int(max_response_bytes)
         self.max_tokens = int(max_tokens)
         self.temperature = float(temperature)
         self.seed = seed
@@ -467,10 +687,29 @@ class OpenAICompatExtractor(LLMExtractorBase):
         self._breaker_lock = threading.Lock()
         self._consecutive_failed = 0
         self._breaker_reason: str | None = None
-        self._client: httpx.Client | None = None
+        self._client: DeadlineHTTP | None = None
 
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAICompatExtractor(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+    def __repr__(self) -> str:  # never shows the key (nor credentials in the URL)
+        return f"OpenAICompatExtractor(base_url={display_url(self.base_url)!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def secrets(self) -> list[str]:
+        """The API key (read from ``api_key_env`` now) and any password in ``base_url``."""
+        out = []
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        if key:
+            out.append(key)
+        try:
+            pw = urllib.parse.urlsplit(self.base_url).password
+        except ValueError:
+            pw = None
+        if pw:
+            out.append(urllib.parse.unquote(pw))
+        return out
+
+    @property
+    def echo_limit(self) -> int:
+        """Longest invalid answer quoted back in a repair request (characters): 8 per token asked for."""
+        return max(4096, 8 * self.max_tokens)
 
     @property
     def structured_mode(self) -> str:
@@ -479,7 +718,7 @@ class OpenAICompatExtractor(LLMExtractorBase):
 
     # -- HTTP --------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
+        h = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         if key:
             h["Authorization"] = f"Bearer {key}"
@@ -531,6 +770,10 @@ class OpenAICompatExtractor(LLMExtractorBase):
     def chat(self, messages: list[dict], *, max_tokens: int | None = None) -> tuple[str | None, str | None, tuple[int, int]]:
         """One chat completion with retries.
 
+        Every attempt has a total deadline of ``timeout_s``; waits between attempts follow
+        ``backoff_s`` or ``Retry-After`` (up to ``max_retry_after_s``) within ``retry_budget_s``.
+        The content returned and every error message are redacted (:meth:`redact`).
+
         Args:
             messages: chat messages.
             max_tokens: completion budget (default ``self.max_tokens``).
@@ -545,29 +788,29 @@ class OpenAICompatExtractor(LLMExtractorBase):
         max_tokens = max_tokens or self.max_tokens
         url = f"{self.base_url}/chat/completions"
         attempt = 0
+        waited = 0.0
         while True:
             mode = self.structured_mode
             self._add(requests=1)
             retry_after: float | None = None
             try:
-                r = self._client.post(url, json=self._body(messages, max_tokens, mode), headers=self._headers())
-            except httpx.TimeoutException as e:
-                err: LLMRequestError = LLMRequestError(f"timeout after {self.timeout_s:g} s ({type(e).__name__})", transport=True)
-            except httpx.TransportError as e:
-                err = LLMRequestError(f"cannot reach {url}: {type(e).__name__}: {e}", transport=True)
+                r = self._client.post(
+                    url, json_body=self._body(messages, max_tokens, mode), headers=self._headers(), max_bytes=self.max_response_bytes
+                )
+            except (TimeoutError, httpx.TimeoutException):
+                err = LLMRequestError(f"timeout: no complete answer within {self.timeout_s:g} s", transport=True)
+            except httpx.HTTPError as e:
+                err = LLMRequestError(self.redact(f"cannot reach {display_url(url)}: {type(e).__name__}: {e}"), transport=True)
             else:
+                if r.too_large is not None:
+                    raise LLMRequestError(
+                        f"HTTP {r.status_code}: response body larger than {self.max_response_bytes} bytes "
+                        f"(at least {r.too_large}); not read"
+                    )
+                text = r.body.decode("utf-8", errors="replace")
                 if r.status_code == 200:
-                    try:
-                        data = r.json()
-                        choice = data["choices"][0]
-                        content = choice.get("message", {}).get("content")
-                        usage = data.get("usage") or {}
-                        toks = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-                    except Exception:  # noqa: BLE001 - a 200 that is not a chat completion
-                        raise LLMRequestError(f"200 OK but not a chat-completion body: {r.text[:160]!r}") from None
-                    self._add(prompt_tokens=toks[0], completion_tokens=toks[1])
-                    return content, choice.get("finish_reason"), toks
-                body = r.text[:300]
+                    return self._completion(text)
+                body = self.redact(text)[:300]
                 if mode != "none" and _rejects_format(r.status_code, body) and self._step_down(mode):
                     continue  # same attempt, simpler structured mode
                 if r.status_code == 429 or r.status_code >= 500:
@@ -581,9 +824,44 @@ class OpenAICompatExtractor(LLMExtractorBase):
                     raise LLMRequestError(f"HTTP {r.status_code}: {body[:160]!r}", transport=r.status_code == 404)
             if attempt >= self.max_retries:
                 raise err
+            if retry_after is not None and retry_after > self.max_retry_after_s:
+                raise LLMRequestError(
+                    f"{err}; the server asks to retry after {retry_after:g} s (Retry-After), more than the "
+                    f"{self.max_retry_after_s:g} s allowed (--llm-max-retry-after)",
+                    transport=err.transport,
+                )
+            delay = self._delay(attempt, retry_after)
+            if waited + delay > self.retry_budget_s:
+                raise LLMRequestError(
+                    f"{err}; gave up after {attempt + 1} attempt(s): waiting {delay:.3g} s more would pass the "
+                    f"retry budget of {self.retry_budget_s:g} s (--llm-retry-budget)",
+                    transport=err.transport,
+                )
             self._add(retries=1)
-            time.sleep(self._delay(attempt, retry_after))
+            time.sleep(delay)
+            waited += delay
             attempt += 1
+
+    def _completion(self, text: str) -> tuple[str | None, str | None, tuple[int, int]]:
+        """Content, finish reason and token counts of a 200 body (redacted).
+
+        Raises:
+            LLMRequestError: the body is not a chat completion.
+        """
+        try:
+            data = json.loads(text)
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            content = message.get("content")
+            usage = data.get("usage") or {}
+            toks = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            finish = choice.get("finish_reason")
+        except Exception:  # noqa: BLE001 - a 200 that is not a chat completion
+            raise LLMRequestError(f"200 OK but not a chat-completion body: {self.redact(text)[:160]!r}") from None
+        if content is not None and not isinstance(content, str):
+            content = json.dumps(content, ensure_ascii=False)  # e.g. a server returning the JSON object itself
+        self._add(prompt_tokens=toks[0], completion_tokens=toks[1])
+        return self.redact(content), finish if isinstance(finish, str) else None, toks
 
     # -- per item ----------------------------------------------------------------------------
     def _note_request_outcome(self, failed: bool, reason: str = "") -> None:
@@ -622,7 +900,7 @@ class OpenAICompatExtractor(LLMExtractorBase):
                 answer = parse_response(content, finish_reason=finish)
             except ResponseError as first:
                 self._add(invalid_responses=1, repairs=1)
-                repair = [*messages, {"role": "assistant", "content": content or ""}, repair_message(first)]
+                repair = [*messages, *repair_turns(content, first, echo_limit=self.echo_limit)]
                 budget = self.max_tokens * 2 if first.reason == "truncated" else self.max_tokens
                 content2, finish2, usage2 = self.chat(repair, max_tokens=budget)
                 usage = (usage[0] + usage2[0], usage[1] + usage2[1])
@@ -633,17 +911,15 @@ class OpenAICompatExtractor(LLMExtractorBase):
                     self._note_request_outcome(False)
                     return self.fall_back(item, f"invalid answer ({first.reason}: {first}); repair failed ({second.reason}: {second})")
         except LLMRequestError as e:
-            self._note_request_outcome(True, str(e))
-            return self.fall_back(item, str(e))
+            reason = self.redact(str(e))
+            self._note_request_outcome(True, reason)
+            return self.fall_back(item, reason)
         self._note_request_outcome(False)
         self.cache_put(image_hash, text_hash, answer, usage)
         return self.success(item, answer, image_error)
 
-    def _make_client(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-        )
+    def _make_client(self) -> DeadlineHTTP:
+        return DeadlineHTTP(timeout_s=self.timeout_s, concurrency=self.concurrency)
 
     def extract(self, items: Sequence[Item], *, progress: Callable[[int], None] | None = None) -> list[ConceptHierarchy]:
         """Extract all items with ``concurrency`` requests in flight; output order = input order.

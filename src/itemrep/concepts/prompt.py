@@ -243,6 +243,28 @@ def repair_message(error: ResponseError) -> dict:
     return {"role": "user", "content": hint}
 
 
+def repair_turns(answer: str | None, error: ResponseError, *, echo_limit: int) -> list[dict]:
+    """The messages appended to a request for its single repair attempt.
+
+    Normally the unusable answer (as the assistant turn) and :func:`repair_message`. An answer longer
+    than ``echo_limit`` characters is never sent back (it would cost the server as much again, and
+    it is not an answer to the request): the repair then only says that the reply was too long.
+
+    Args:
+        answer: the unusable answer text (already redacted by the caller).
+        error: why it was unusable.
+        echo_limit: longest answer quoted back, in characters.
+    """
+    answer = answer or ""
+    if len(answer) > echo_limit:
+        return [{
+            "role": "user",
+            "content": f"Your previous reply was too long ({len(answer)} characters) and is not shown again. "
+            "Reply with only the JSON object matching the schema, with few, short elements.",
+        }]  # fmt: skip
+    return [{"role": "assistant", "content": answer}, repair_message(error)]
+
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
