@@ -83,6 +83,19 @@ def _summary(result, out: Path) -> None:
             f"warning: the model gives no weight to slots {', '.join(run['slots_without_weight'])} found in this catalog; "
             "fit a model on labelled items of your own (`itemrep fit CATALOG --label-col COL --model-dir DIR`) to use them",
             fg=typer.colors.YELLOW, err=True)
+    if run.get("weighted_slots_absent"):
+        gone = run["weighted_slots_absent"]
+        typer.secho(
+            f"warning: the model weighs slots {', '.join(f'{k} (α {v:.3f})' for k, v in gone.items())} that this catalog lacks; "
+            f"their total weight {sum(gone.values()):.3f} was spread over the present slots by renormalising α. "
+            "Fit a model on catalogs like this one (`itemrep fit`) for weights made for these slots",
+            fg=typer.colors.YELLOW, err=True)
+    if run.get("degenerate_extractor"):
+        d = run["degenerate_extractor"]
+        typer.secho(
+            f"warning: the concept extractor gave the same concepts to {d['items']} of {run['n_items']} items "
+            f"({d['share']:.0%}); its output looks degenerate (a misconfigured server or model?): check concepts.parquet",
+            fg=typer.colors.YELLOW, err=True)
     typer.echo(
         f"{run['n_items']} items -> {run['n_clusters']} clusters "
         f"({run['n_duplicates_removed']} duplicates), {run['total_seconds']:.1f} s; "

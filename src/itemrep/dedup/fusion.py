@@ -89,6 +89,12 @@ class AttentionFusion:
         alpha = getattr(self, "alpha_", None) or self.alpha
         return [] if not alpha else [k for k in slots.names if k not in alpha]
 
+    def absent(self, slots: SlotSet) -> dict[str, float]:
+        """Slots the given/fitted α weighs (α > 0) that ``slots`` lacks, with their weight: that
+        weight is spread over the present slots when α is renormalised (see :meth:`weights`)."""
+        alpha = getattr(self, "alpha_", None) or self.alpha or {}
+        return {k: float(v) for k, v in alpha.items() if v > 0 and k not in slots.names}
+
     def alpha_for(self, slots: SlotSet) -> dict[str, float]:
         """α resolved for ``slots`` (dict)."""
         return dict(zip(slots.names, map(float, self.weights(slots))))
@@ -134,6 +140,7 @@ class AttentionFusion:
         return {
             "alpha": self.alpha_for(slots),
             "slots_without_weight": self.unweighted(slots),
+            "weighted_slots_absent": self.absent(slots),
             "gamma": dict(zip(slots.conflict_slots, map(float, self.penalties(slots)))),
             "beta": dict(zip([n for n in slots.feature_names if n.startswith("match_")], map(float, self.bonuses(slots)))),
         }

@@ -109,6 +109,7 @@ class Encoded:
         slots: the :class:`~itemrep.dedup.slots.SlotSet` (exact slot rows, for edge scores).
         vectors: float32 (N, d) reduced fused vectors, unit rows (the FAISS space).
         keys: uint64 (N,) content keys (:func:`content_keys`).
+        concept_keys: uint64 (N,) keys of the concepts alone (0 for an item without concepts).
         concepts: Arrow table of every item's concepts (:data:`CONCEPT_COLUMNS`).
         failures: per-item failures of every stage so far.
         stats: per-stage extra counters for ``run.json``.
@@ -121,6 +122,7 @@ class Encoded:
     concepts: pa.Table
     failures: list[ItemFailure]
     stats: dict = field(default_factory=dict)
+    concept_keys: np.ndarray | None = None
 
 
 @dataclass
@@ -217,7 +219,14 @@ def _extract_chunk(extractor: ConceptExtractor, encoder: SlotEncoder, items: Seq
     phashes = [it.phash for it in items]
     fails = [ItemFailure(it.item_id, "extract", "concepts", h.error, it.row) for it, h in zip(items, hier) if h.error]
     raw = encoder.count(concepts, phashes)
-    return concepts_table(hier), raw, content_keys(concepts, phashes), fails, dict(getattr(extractor, "stats_", {}))
+    return concepts_table(hier), raw, _keys(concepts, phashes), fails, dict(getattr(extractor, "stats_", {}))
+
+
+def _keys(concepts, phashes) -> np.ndarray:
+    """uint64 (2, n): content keys and concept-only keys (0 where an item has no concept)."""
+    ck = content_keys(concepts, [None] * len(concepts))
+    ck[np.fromiter((not c for c in concepts), dtype=bool, count=len(concepts))] = 0
+    return np.stack([content_keys(concepts, phashes), ck])
 
 
 def _worker(bounds: tuple[int, int]):
@@ -385,7 +394,7 @@ class FITRep:
                     self._collect(_extract_chunk(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats)
                     step(e - s)
         stats["extractor"] = {"name": extractor.identifier, "workers": jobs, **_sum_stats(ex_stats)}
-        return pa.concat_tables(tables), RawSlots.concat(raws), np.concatenate(keys), failures
+        return pa.concat_tables(tables), RawSlots.concat(raws), np.concatenate(keys, axis=1), failures
 
     @staticmethod
     def _collect(res, tables, raws, keys, failures, ex_stats) -> None:
@@ -412,7 +421,7 @@ class FITRep:
             stats["images"] = res.stats
         concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
         raw = encoder.count(concepts, phashes, external=dict(res.slots))
-        return concepts_table(hier), raw, content_keys(concepts, phashes), failures
+        return concepts_table(hier), raw, _keys(concepts, phashes), failures
 
     def _fused_vectors(self, slots: SlotSet, fusion: AttentionFusion, reducer, fit: bool, ids_sorted: np.ndarray,
                        timer: StageTimer, prog: Progress) -> np.ndarray:
@@ -463,7 +472,8 @@ class FITRep:
                 self.reducer_ = reducer
             stats["reducer"] = self.reducer_.stats()
         failures = list(catalog.failures) + failures
-        return Encoded(ids=ids, slots=slots, vectors=vectors, keys=keys, concepts=table, failures=failures, stats=stats)
+        return Encoded(ids=ids, slots=slots, vectors=vectors, keys=keys[0], concepts=table, failures=failures, stats=stats,
+                       concept_keys=keys[1])
 
     def fit_encoders(self, catalog: Catalog) -> "FITRep":
         """Fit the unsupervised stages (slot encoders' document frequencies, the reducer) on
@@ -644,6 +654,7 @@ class FITRep:
             "n_edges": cl.n_edges,
             "n_split_by_chaining_guard": cl.n_split,
             "n_identical_groups": int((_groups(enc.keys) >= 0).sum()),
+            "degenerate_extractor": _degenerate(enc.concept_keys),
             "stages": timer.stages,
             "total_seconds": round(timer.total_seconds, 3),
             "failed_items": len({f.item_id for f in enc.failures}),
@@ -734,6 +745,10 @@ class FITRep:
             raise ModelDirError(f"{model_dir}: no model.json here; create one with `itemrep fit CATALOG --label-col COL --model-dir {model_dir}`")
         payload = read_model_file(p)
         prm = payload["params"]
+        te = prm.get("text_encoder") or "none"
+        if te.startswith("st:") and overrides.get("text_encoder") != te:
+            raise ModelDirError(f"{p}: the model asks to load the sentence-transformers model {te[3:]!r}; itemrep loads "
+                                f"no model a file names unless you allow it: pass --text-encoder {te}")
         specs = tuple(SlotSpec(**dict(s, knots=tuple(s.get("knots", ())))) for s in prm.get("slot_specs", [])) or DEFAULT_SLOT_SPECS
         kw = dict(
             text_encoder=prm["text_encoder"], slot_specs=specs, reducer=prm["reducer"],
@@ -782,6 +797,19 @@ def _candidate_recall(vectors, i, j, scorer, tau, k, random_state) -> dict | Non
     except ImportError:
         return None
     return candidate_recall(vectors, i, j, scorer, tau, k=k, random_state=random_state)
+
+
+def _degenerate(concept_keys: np.ndarray, share: float = 0.5, min_items: int = 10) -> dict | None:
+    """``{"items", "share"}`` when one non-empty concept set (key ≠ 0, see :func:`content_keys`) is
+    given to more than ``share`` of at least ``min_items`` items — an extractor answering the same for
+    everything — else None."""
+    n = len(concept_keys)
+    nonempty = concept_keys[concept_keys != 0]
+    if n < min_items or len(nonempty) == 0:
+        return None
+    _, counts = np.unique(nonempty, return_counts=True)
+    top = int(counts.max())
+    return {"items": top, "share": top / n} if top / n > share else None
 
 
 def _sum_stats(parts: list[dict]) -> dict:
