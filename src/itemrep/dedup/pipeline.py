@@ -212,8 +212,18 @@ def default_extractor() -> ConceptExtractor:
 _WORK: dict = {}
 
 
-def _extract_chunk(extractor: ConceptExtractor, encoder: SlotEncoder, items: Sequence[Item]):
-    """Per-chunk work (runs in worker processes): CHIE, concept table, raw slot counts, keys."""
+def encode_batch(extractor: ConceptExtractor, encoder: SlotEncoder, items: Sequence[Item]):
+    """The per-item work of one batch, with no state shared between batches: CHIE, the concept
+    table, raw slot inputs (hashed term counts, phash bits) and content keys.
+
+    This is the function worker processes run on chunks, and the one a data-parallel engine maps
+    over partitions (e.g. Ray Data ``map_batches`` over parquet files): its inputs are a stateless
+    extractor and an un-fitted :class:`~itemrep.dedup.slots.SlotEncoder` (only its ``count`` is used),
+    its outputs are plain arrays and an Arrow table that concatenate in order.
+
+    Returns:
+        ``(concepts: pa.Table, raw: RawSlots, keys: uint64 (2, n), failures: list[ItemFailure], extractor stats: dict)``.
+    """
     hier = extractor.extract(items)
     concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
     phashes = [it.phash for it in items]
@@ -231,7 +241,7 @@ def _keys(concepts, phashes) -> np.ndarray:
 
 def _worker(bounds: tuple[int, int]):
     s, e = bounds
-    return _extract_chunk(_WORK["extractor"], _WORK["encoder"], _WORK["items"][s:e])
+    return encode_batch(_WORK["extractor"], _WORK["encoder"], _WORK["items"][s:e])
 
 
 class FITRep:
@@ -391,7 +401,7 @@ class FITRep:
                     _WORK.clear()
             else:
                 for s, e in bounds:
-                    self._collect(_extract_chunk(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats)
+                    self._collect(encode_batch(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats)
                     step(e - s)
         stats["extractor"] = {"name": extractor.identifier, "workers": jobs, **_sum_stats(ex_stats)}
         return pa.concat_tables(tables), RawSlots.concat(raws), np.concatenate(keys, axis=1), failures
