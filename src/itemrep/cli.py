@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from itemrep.errors import ItemrepError
+from itemrep.errors import Interrupted, ItemrepError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="itemrep: FITRep near-duplicate deduplication and LIRDRec multimodal recommendation.")
@@ -26,6 +26,10 @@ TitleCol = typer.Option(None, "--title-col", help="Title column (default: title,
 TextCol = typer.Option(None, "--text-col", help="Free-text column (default: text, description, detail_desc or desc).")
 ImageCol = typer.Option(None, "--image-col", help="Image path column, relative to the catalog file (default: image, image_path, img or photo).")
 PhashCol = typer.Option(None, "--phash-col", help="64-bit perceptual hash column, 16 hex digits (default: image_phash or phash).")
+ImageRoot = typer.Option(None, "--image-root", help="Read local images only under DIR: relative image paths resolve there, a path outside it is a per-item failure (default: relative to the catalog's folder, anywhere). http(s) URLs are downloaded either way.")
+Sep = typer.Option(None, "--sep", help="CSV delimiter, e.g. ';' or '\\t' (default: sniffed from the header; tab for .tsv).")
+Encoding = typer.Option(None, "--encoding", help="Text encoding of a CSV/JSONL catalog, e.g. cp1252 or latin-1 (default: UTF-8).")
+MissingValues = typer.Option(None, "--missing-values", help="Comma-separated cell values read as missing, case-insensitive (default: NaN,nan,-nan,+nan,null,None,N/A,#N/A); '' for none.")
 Reducer = typer.Option(None, "--reducer", help="SPDR reducer: umap, pca or none (default: the model's, else pca).")
 Images = typer.Option(None, "--images", help="Image features: auto, on or off (default: the model's, else auto).")
 Ocr = typer.Option(None, "--ocr/--no-ocr", help="Read text in images with OCR (slower).")
@@ -60,7 +64,11 @@ def _prepare(a: dict, out: Path):
     """
     from itemrep.catalog import Catalog
 
-    cat = Catalog.load(a["catalog"], **{f"{c}_col": a[f"{c}_col"] for c in ("id", "title", "text", "image", "phash", "label")})
+    cat = Catalog.load(a["catalog"], **{f"{c}_col": a[f"{c}_col"] for c in ("id", "title", "text", "image", "phash", "label")},
+                       images=a["images"], image_root=a["image_root"], sep=a["sep"], encoding=a["encoding"],
+                       missing_values=a["missing_values"], cache_dir=a["cache_dir"])
+    for w in cat.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     kw = {k: a[k] for k in ("reducer", "images", "ocr", "text_encoder") if a[k] is not None}
     kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None,
               chunk_size=a["chunk_size"], n_jobs=a["jobs"])
@@ -120,6 +128,8 @@ def fit(
     model_dir: Path = typer.Option(..., "--model-dir", help="Where to write model.json (α, τ, parameters)."),
     id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
     image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
+    image_root: Optional[Path] = ImageRoot, sep: Optional[str] = Sep, encoding: Optional[str] = Encoding,
+    missing_values: Optional[str] = MissingValues,
     reducer: Optional[str] = Reducer, images: Optional[str] = Images, ocr: Optional[bool] = Ocr,
     text_encoder: Optional[str] = TextEncoder,
     extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
@@ -133,9 +143,14 @@ def fit(
 
     try:
         cat, kw = _prepare(locals(), model_dir)
+        cat.require_labels("fit")
         m = FITRep(**kw)
         m.fit(cat)
         path = m.save(model_dir)
+    except Interrupted as e:
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C); nothing was written", 130)
     except (ItemrepError, ValueError) as e:
         _fail(str(e))
     info = m.fit_info_
@@ -153,6 +168,8 @@ def dedup(
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Ground-truth groups, to write metrics.json."),
     id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
     image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
+    image_root: Optional[Path] = ImageRoot, sep: Optional[str] = Sep, encoding: Optional[str] = Encoding,
+    missing_values: Optional[str] = MissingValues,
     reducer: Optional[str] = Reducer, images: Optional[str] = Images, ocr: Optional[bool] = Ocr,
     text_encoder: Optional[str] = TextEncoder,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override τ, the minimum similarity of an edge."),
@@ -175,6 +192,10 @@ def dedup(
         m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
         result = m.dedup(cat)
         result.write(out)
+    except Interrupted as e:
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C); nothing was written", 130)
     except (ItemrepError, ValueError, OSError) as e:
         _fail(str(e))
     _summary(result, out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,17 +71,22 @@ def read_bytes(path: str | Path) -> bytes:
     """Read a whole image file, refusing missing, empty or oversized files.
 
     Raises:
-        ImageLoadError: the path is missing, a directory, empty, or larger than
-            :data:`MAX_FILE_BYTES`.
+        ImageLoadError: the path is missing, unusable (too long, NUL byte), a directory, empty, or
+            larger than :data:`MAX_FILE_BYTES`.
     """
     p = Path(path)
+    shown = str(p) if len(str(p)) <= 200 else str(p)[:100] + "…" + str(p)[-60:]
+    shown = shown.replace("\0", "\\0")
     try:
-        size = p.stat().st_size
+        st = p.stat()
     except FileNotFoundError:
-        raise ImageLoadError(f"{p}: image file not found") from None
-    except OSError as e:
-        raise ImageLoadError(f"{p}: cannot stat image file ({e.strerror or e})") from None
-    if p.is_dir():
+        raise ImageLoadError(f"{shown}: image file not found") from None
+    except OSError as e:  # e.g. [Errno 36] File name too long
+        raise ImageLoadError(f"{shown}: cannot use image path ({e.strerror or e})") from None
+    except ValueError as e:  # embedded NUL byte
+        raise ImageLoadError(f"{shown}: cannot use image path ({e})") from None
+    size = st.st_size
+    if stat.S_ISDIR(st.st_mode):
         raise ImageLoadError(f"{p}: is a directory, expected an image file")
     if size == 0:
         raise ImageLoadError(f"{p}: empty file (0 bytes)")

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from itemrep import __version__
-from itemrep.catalog import Catalog, Item
+from itemrep.catalog import Catalog, Item, csv_safe
 from itemrep.concepts.base import ConceptExtractor
 from itemrep.concepts.schema import ConceptHierarchy
 from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer
@@ -166,7 +166,7 @@ class DedupResult:
             pq.write_table(self.concepts, tmp / "concepts.parquet")
             self.edges.to_parquet(tmp / "edges.parquet", index=False)
             fail = pd.DataFrame([f.to_dict() for f in self.failures], columns=["item_id", "stage", "field", "message", "row"])
-            fail.to_csv(tmp / "failures.csv", index=False)
+            csv_safe(fail).to_csv(tmp / "failures.csv", index=False)
             (tmp / "run.json").write_text(json.dumps(self.run, indent=2, default=str))
             if self.metrics is not None:
                 (tmp / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
@@ -665,6 +665,7 @@ class FITRep:
             "n_split_by_chaining_guard": cl.n_split,
             "n_identical_groups": int((_groups(enc.keys) >= 0).sum()),
             "degenerate_extractor": _degenerate(enc.concept_keys),
+            "catalog_warnings": list(getattr(catalog, "warnings", [])),
             "stages": timer.stages,
             "total_seconds": round(timer.total_seconds, 3),
             "failed_items": len({f.item_id for f in enc.failures}),
