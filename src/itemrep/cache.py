@@ -15,15 +15,23 @@ The cache is an accelerator, never a requirement: a cache file that is not SQLit
 itemrep's), a damaged database, a folder that cannot be created or a read-only file gives one
 :class:`CacheWarning` naming the file, and the run goes on without the cache (or, read-only, without
 storing new records). A damaged record is a miss: it is recomputed and replaced.
+
+Interruption: the image back-end stores records batch by batch, so a run stopped part-way keeps
+what it finished and a re-run resumes. :func:`stop_on_signals` turns SIGINT and SIGTERM into
+:class:`StopSignal` while a stage runs (restoring the previous handlers after), and
+:meth:`FeatureCache.put_many` holds such a signal back until its transaction is committed, so a
+batch is stored whole or not at all and :attr:`FeatureCache.stored` is exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
 import sqlite3
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +80,105 @@ def not_sqlite_reason(path: Path) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------------------ interruption
+class StopSignal(BaseException):
+    """SIGINT or SIGTERM arrived while a :func:`stop_on_signals` block ran.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so the ``except Exception`` that records a
+    per-item failure never swallows it. The stage that installed the handlers catches it and
+    raises :class:`itemrep.errors.Interrupted` saying what was kept.
+
+    Attributes:
+        signum: the signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal_name(signum)}")
+        self.signum = int(signum)
+
+
+def signal_name(signum: int) -> str:
+    """``"SIGINT"``, ``"SIGTERM"``, ... for a signal number."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+# One stage at a time holds the handlers (the outermost stop_on_signals of the main thread).
+#: "off" (no handler of ours), "raise" (raise StopSignal, or hold it back inside a deferred block),
+#: "stopping" (a StopSignal was raised: further signals are ignored while the stage cleans up),
+#: "closing" (the stage ended normally: a signal is kept and re-delivered to the restored handler).
+_sig_mode = "off"
+_sig_defer = 0
+_sig_pending: int | None = None
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    global _sig_mode, _sig_pending
+    if _sig_mode == "raise" and _sig_defer == 0:
+        _sig_mode = "stopping"
+        raise StopSignal(signum)
+    if _sig_mode in ("raise", "closing") and _sig_pending is None:
+        _sig_pending = signum  # raised when the deferred block ends / re-delivered after restoring
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise :class:`StopSignal` in the main thread.
+
+    Only signals whose disposition is the standard one (``SIG_DFL``, or Python's default SIGINT
+    handler) are taken over: an ignored signal stays ignored and a handler someone else installed
+    (an embedding application, or an enclosing ``stop_on_signals``) is left alone. The previous
+    handlers are restored when the block ends; a signal arriving while they are being restored is
+    re-delivered to them. Outside the main thread this does nothing.
+    """
+    global _sig_mode, _sig_pending
+    if threading.current_thread() is not threading.main_thread() or _sig_mode != "off":
+        yield
+        return
+    previous: dict[int, object] = {}
+    _sig_mode, _sig_pending = "raise", None
+    try:
+        for s in signums:
+            prev = signal.getsignal(s)
+            if prev is signal.SIG_DFL or prev is signal.default_int_handler:
+                signal.signal(s, _on_signal)
+                previous[s] = prev
+        yield
+    finally:
+        if _sig_mode == "raise":
+            _sig_mode = "closing"
+        for s, prev in previous.items():
+            signal.signal(s, prev)  # type: ignore[arg-type]
+        late = _sig_pending if _sig_mode == "closing" else None
+        _sig_mode, _sig_pending = "off", None
+        if late is not None:
+            signal.raise_signal(late)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold a :func:`stop_on_signals` signal back until the block ends (then raise it).
+
+    Used around a cache commit so that a batch is stored whole. Only the main thread's blocks
+    count (signals are delivered to the main thread).
+    """
+    global _sig_defer, _sig_mode, _sig_pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _sig_defer += 1
+    try:
+        yield
+    finally:
+        _sig_defer -= 1
+        if _sig_defer == 0 and _sig_mode == "raise" and _sig_pending is not None:
+            signum, _sig_pending = _sig_pending, None
+            _sig_mode = "stopping"
+            raise StopSignal(signum)
+
+
 def _errtext(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
@@ -107,6 +214,8 @@ class FeatureCache:
     Attributes:
         path: the database file.
         hits, misses: counters of :meth:`get_many` lookups since construction.
+        stored: records committed by :meth:`put_many` since construction.
+        problem: ``None``, or why the file cannot be used or written (as in the warning).
         readable, writable: whether lookups / stores still go to the file. Both turn ``False``
             (with one :class:`CacheWarning` naming the file) when the file cannot be used; only
             ``writable`` when it is read-only. A cache that is neither behaves as an empty one.
@@ -115,13 +224,21 @@ class FeatureCache:
     connection); safe across processes through SQLite's own locking.
     """
 
+    @staticmethod
+    def file_for(path: str | Path) -> Path:
+        """The database file a cache at ``path`` (directory or ``.sqlite`` / ``.db`` file) uses."""
+        p = Path(path)
+        return p if p.suffix in (".sqlite", ".db") else p / "features.sqlite"
+
     def __init__(self, path: str | Path, namespace: str) -> None:
         p = Path(path)
         is_file = p.suffix in (".sqlite", ".db")
-        self.path = p if is_file else p / "features.sqlite"
+        self.path = self.file_for(p)
         self.namespace = f"{namespace}#fmt{CACHE_FORMAT}"
         self.hits = 0
         self.misses = 0
+        self.stored = 0
+        self.problem: str | None = None
         self.readable = False
         self.writable = False
         self._bad_rows = 0
@@ -163,6 +280,7 @@ class FeatureCache:
     def _give_up(self, why: str) -> None:
         """Stop using the file (warned once per file and problem)."""
         self.readable = self.writable = False
+        self.problem = why
         if self._con is not None:
             try:
                 self._con.close()
@@ -177,6 +295,7 @@ class FeatureCache:
 
     def _stop_writing(self, why: str) -> None:
         self.writable = False
+        self.problem = f"read-only ({why})"
         warn_once(
             self.path, "read-only",
             f"image feature cache {self.path} is read-only ({why}); cached features are used, new ones are not stored",
@@ -223,15 +342,24 @@ class FeatureCache:
         self.misses += len(keys) - len(out)
         return out
 
-    def put_many(self, records: Mapping[str, Mapping[str, object]]) -> None:
-        """Store (or replace) records; one transaction. A no-op when the file cannot be written."""
+    def put_many(self, records: Mapping[str, Mapping[str, object]]) -> int:
+        """Store (or replace) records; one transaction. A no-op when the file cannot be written.
+
+        A SIGINT/SIGTERM of a :func:`stop_on_signals` block arriving during the transaction is
+        raised after the commit, so the records are stored whole or not at all.
+
+        Returns:
+            The number of records stored (0 when the file cannot be written).
+        """
         rows = [(self.namespace, k, _pack(r)) for k, r in records.items()]
-        with self._lock:
+        with self._lock, signals_deferred():
             if not self.writable or self._con is None or not rows:
-                return
+                return 0
             try:
                 self._con.executemany("INSERT OR REPLACE INTO features (ns, key, value) VALUES (?, ?, ?)", rows)
                 self._con.commit()
+                self.stored += len(rows)
+                return len(rows)
             except sqlite3.Error as e:
                 try:
                     self._con.rollback()
@@ -242,9 +370,11 @@ class FeatureCache:
                     self._stop_writing(msg)
                 elif isinstance(e, sqlite3.OperationalError) and ("full" in msg or "disk i/o" in msg.lower()):
                     self.writable = False
+                    self.problem = msg
                     warn_once(self.path, "write", f"image feature cache {self.path}: cannot store records ({msg}); new features are not stored")
                 else:
                     self._give_up(msg)
+                return 0
 
     def __len__(self) -> int:
         with self._lock:

@@ -44,3 +44,17 @@ class ItemFailure:
     def to_dict(self) -> dict:
         """Plain dict for JSON output."""
         return asdict(self)
+
+
+class Interrupted(ItemrepError):
+    """The run was stopped by SIGINT (Ctrl-C) or SIGTERM; the message says what was kept.
+
+    Attributes:
+        signum: the signal received (``signal.SIGINT`` or ``signal.SIGTERM``).
+        exit_code: ``128 + signum`` (130 for SIGINT, 143 for SIGTERM), the shell convention.
+    """
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum

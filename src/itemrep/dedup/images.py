@@ -118,6 +118,9 @@ class ImageFeatures:
         Raises:
             ValueError: unknown ``primary_method``.
             ImportError: the image model packages are missing (message says what to install).
+            itemrep.errors.Interrupted: SIGINT or SIGTERM arrived; the finished batches are in the
+                feature cache (a re-run resumes) and the message says how many
+                (:func:`itemrep.encoders.image.encode_images`).
         """
         t_start = time.perf_counter()
         items = list(items)

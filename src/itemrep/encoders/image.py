@@ -34,6 +34,7 @@ region's embedding and labels.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +48,8 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from itemrep.cache import FeatureCache
+from itemrep.cache import FeatureCache, StopSignal, signal_name, stop_on_signals
+from itemrep.errors import Interrupted
 from itemrep.images import ImageLoadError, content_hash, read_bytes, read_image
 
 #: Identity of the feature extractor; part of every cache key. Bump on any change of the outputs.
@@ -452,6 +454,7 @@ def compute_image_features(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     context_size: int = CONTEXT_SIZE,
+    on_batch: Callable[[BatchFeatures, list[int]], None] | None = None,
 ) -> BatchFeatures:
     """Decode, embed and pool a list of images in batches (no cache; see :func:`encode_images`).
 
@@ -469,6 +472,9 @@ def compute_image_features(
         progress: called with the number of images finished after each batch.
         workers: decoding threads (default: number of cores).
         context_size: input side of pass 1, pixels (multiple of 32).
+        on_batch: called after each batch, before ``progress``, with the features so far (rows
+            not yet processed are zero) and the row indices the batch finished (failed rows
+            included: check ``errors``); :func:`encode_images` stores them in the cache there.
 
     Returns:
         :class:`BatchFeatures`.
@@ -501,6 +507,8 @@ def compute_image_features(
 
     def submit(b):
         return [pool.submit(_decode_one, paths[i], context_size, phash, need_imgs) for i in b]
+
+    out = BatchFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs, colour)
 
     try:
         pending = submit(batches[0]) if batches else []
@@ -547,12 +555,14 @@ def compute_image_features(
                 for j, i in enumerate(ok):
                     colour[i] = colour_descriptor(imgs[j], tuple(boxes[i]))
                 secs["pool"] += time.perf_counter() - t0
+            if on_batch is not None:
+                on_batch(out, b)
             if progress is not None:
                 progress(len(b))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         blas.restore_original_limits()
-    return BatchFeatures(pooled, obj_probs, ctx_probs, boxes, ph, sha, errors, secs, colour)
+    return out
 
 
 def primary_vectors(pooled: np.ndarray, colour: np.ndarray | None, colour_weight: float = COLOUR_WEIGHT) -> np.ndarray:
@@ -644,6 +654,33 @@ class ImageArrays:
         return np.abs(self.primary).sum(axis=1) > 0
 
 
+@dataclass
+class _RunState:
+    """What an :func:`encode_images` run has reached, for the message when it is stopped."""
+
+    cache_path: Path | None = None
+    images: int | None = None  # distinct photos (content keys) of the run
+    cache: FeatureCache | None = None  # the image feature cache (hits + stored = features kept)
+    ocr: dict = field(default_factory=dict)  # read_text_cached's progress: "cache", "images"
+
+    def message(self, signum: int) -> str:
+        """``"interrupted by SIGINT: kept 812 of 1000 image features in CACHE; re-run to resume"``."""
+        head = f"interrupted by {signal_name(signum)}"
+        c = self.cache
+        if self.images is None or c is None:
+            return f"{head} before any image feature was computed; nothing new stored in {self.cache_path}"
+        kept = min(self.images, c.hits + c.stored)
+        where = f"in {c.path}"
+        if c.problem and kept < self.images:
+            where += f" (the cache could not be used: {c.problem})"
+        msg = f"{head}: kept {kept} of {self.images} image features {where}"
+        oc, on = self.ocr.get("cache"), self.ocr.get("images")
+        if oc is not None and on is not None:
+            msg += f" and {min(on, oc.hits + oc.stored)} of {on} OCR results"
+        done = kept >= self.images and (oc is None or on is None or oc.hits + oc.stored >= on)
+        return msg + ("" if done or c.problem else "; re-run to resume")
+
+
 def _hash_file(path: Path) -> tuple[str | None, str | None]:
     try:
         return content_hash(read_bytes(path)), None
@@ -665,9 +702,12 @@ def hash_images(paths: Sequence[Path | None], workers: int | None = None) -> tup
     sha: list[str | None] = [None] * len(paths)
     err: list[str | None] = [None] * len(paths)
     todo = [i for i, p in enumerate(paths) if p is not None]
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
+    ex = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    try:
         for i, (h, e) in zip(todo, ex.map(lambda i: _hash_file(Path(paths[i])), todo)):
             sha[i], err[i] = h, e
+    finally:  # stopped (SIGINT/SIGTERM) or failed: drop the queued files instead of reading them all
+        ex.shutdown(wait=True, cancel_futures=True)
     return sha, err
 
 
@@ -681,8 +721,12 @@ def _cached_features(
     batch_size: int,
     progress: Callable[[int], None] | None,
     seconds: dict[str, float],
+    state: _RunState | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], int]:
     """Cache lookup, then one CNN run over the distinct photos not in the cache.
+
+    Every CNN batch is stored in the cache as soon as it is finished (one transaction per batch),
+    so a run stopped part-way keeps the finished batches and a re-run computes only the rest.
 
     Progress counts paths: those served from the cache (or without a key) at once, the others as
     their batch finishes (a photo shared by k paths counts k).
@@ -693,6 +737,8 @@ def _cached_features(
         for photos the CNN could not use, and the number of cache hits.
     """
     keys = sorted({h for h in sha if h})
+    if state is not None:
+        state.images, state.cache = len(keys), cache
     found = cache.get_many(keys)
     hits = len(found)
     misses = [k for k in keys if k not in found]
@@ -716,27 +762,31 @@ def _cached_features(
             done[0] += k
             progress(sum(users[misses[j]] for j in range(start, done[0])))
 
+    def _store(f: BatchFeatures, rows: list[int]) -> None:
+        rows = [j for j in rows if not f.errors[j]]
+        if not rows:
+            return
+        prim = primary_vectors(f.pooled[method][rows], f.colour[rows])
+        ctx = l2n(f.pooled["whole"][rows])
+        new = {}
+        for r, j in enumerate(rows):
+            ot, ct = top_labels(f.obj_probs[j]), top_labels(f.ctx_probs[j])
+            new[misses[j]] = {
+                "primary": prim[r].astype(np.float16), "context": ctx[r].astype(np.float16), "box": f.boxes[j].copy(),
+                "obj_idx": np.array([a for a, _ in ot], np.int16), "obj_p": np.array([b for _, b in ot], np.float32),
+                "ctx_idx": np.array([a for a, _ in ct], np.int16), "ctx_p": np.array([b for _, b in ct], np.float32),
+                "phash": np.array(f.phash[j] or ""),
+            }  # fmt: skip
+        found.update({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in new.items()})
+        cache.put_many(new)
+
     f = compute_image_features([first_path[k] for k in misses], methods=(method,), batch_size=batch_size,
-                               phash=True, backbone=backbone, progress=_prog)  # fmt: skip
+                               phash=True, backbone=backbone, progress=_prog, on_batch=_store)  # fmt: skip
     for part in ("decode", "cnn", "pool"):
         seconds[part] += f.seconds.get(part, 0.0)
-    prim = primary_vectors(f.pooled[method], f.colour)
-    ctx = l2n(f.pooled["whole"])
-    new = {}
     for j, k in enumerate(misses):
         if f.errors[j]:
             errors[k] = f.errors[j]
-            continue
-        ot, ct = top_labels(f.obj_probs[j]), top_labels(f.ctx_probs[j])
-        new[k] = {
-            "primary": prim[j].astype(np.float16), "context": ctx[j].astype(np.float16), "box": f.boxes[j],
-            "obj_idx": np.array([a for a, _ in ot], np.int16), "obj_p": np.array([b for _, b in ot], np.float32),
-            "ctx_idx": np.array([a for a, _ in ct], np.int16), "ctx_p": np.array([b for _, b in ct], np.float32),
-            "phash": np.array(f.phash[j] or ""),
-        }  # fmt: skip
-    if new:
-        cache.put_many(new)
-    found.update({k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in new.items()})
     return found, errors, hits
 
 
@@ -775,11 +825,38 @@ def encode_images(
     Raises:
         ValueError: unknown ``primary_method`` (before any work).
         ImportError: the image model packages are missing (message says what to install).
+        itemrep.errors.Interrupted: SIGINT (Ctrl-C) or SIGTERM arrived during the run. Features
+            are stored batch by batch, so what was finished stays in the cache and a re-run
+            computes only the rest; the message says how much was kept, ``exit_code`` is 130 or
+            143. While the run lasts, SIGINT and SIGTERM are handled here (see
+            :func:`itemrep.cache.stop_on_signals`) and the previous handlers restored after.
     """
     method = primary_method or DEFAULT_PRIMARY_METHOD
     if method not in PRIMARY_METHODS:
         raise ValueError(f"unknown primary_method {method!r}; choose from {PRIMARY_METHODS}")
     cdir = Path(cache_dir) if cache_dir else default_cache_dir()
+    state = _RunState(cache_path=FeatureCache.file_for(cdir))
+    with stop_on_signals():
+        try:
+            return _encode_images(paths, ocr=ocr, cdir=cdir, batch_size=batch_size, progress=progress,
+                                  method=method, backend=backend, state=state)  # fmt: skip
+        except (StopSignal, KeyboardInterrupt) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            raise Interrupted(state.message(signum), signum) from None
+
+
+def _encode_images(
+    paths: Sequence[Path | None],
+    *,
+    ocr: bool,
+    cdir: Path,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+    method: str,
+    backend: str,
+    state: _RunState,
+) -> ImageArrays:
+    """The body of :func:`encode_images` (arguments checked; ``state`` records the progress)."""
     secs = {"hash": 0.0, "decode": 0.0, "cnn": 0.0, "pool": 0.0, "ocr": 0.0}
 
     t0 = time.perf_counter()
@@ -789,8 +866,8 @@ def encode_images(
     bb = get_backbone(backend=backend)  # the ONNX export lives in default_cache_dir()/models, shared by all feature caches
     ns = f"image/{EXTRACTOR_VERSION}-{method}-c{CONTEXT_SIZE}-s{INPUT_SIZE}"
     with FeatureCache(cdir, ns) as cache:
-        found, cnn_err, hits = _cached_features(paths, sha, method=method, backbone=bb, cache=cache,
-                                                batch_size=batch_size, progress=progress, seconds=secs)  # fmt: skip
+        found, cnn_err, hits = _cached_features(paths, sha, method=method, backbone=bb, cache=cache, batch_size=batch_size,
+                                                progress=progress, seconds=secs, state=state)  # fmt: skip
     out = _assemble(paths, sha, hash_err, cnn_err, found)
     out.stats.update({
         "seconds": secs, "cache_hits": hits, "computed": len({h for h in sha if h}) - hits,
@@ -800,7 +877,7 @@ def encode_images(
         from itemrep.encoders.ocr import read_text_cached
 
         usable = out.usable
-        r = read_text_cached([p if usable[i] else None for i, p in enumerate(paths)], sha, cache_dir=cdir)
+        r = read_text_cached([p if usable[i] else None for i, p in enumerate(paths)], sha, cache_dir=cdir, track=state.ocr)
         out.ocr, out.ocr_errors = r.lines, r.errors
         secs["ocr"] = r.seconds
         out.stats.update({"ocr_cache_hits": r.cache_hits, "ocr_images": r.images})

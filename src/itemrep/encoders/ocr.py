@@ -147,6 +147,7 @@ def read_text_cached(
     *,
     cache_dir: Path,
     engine: OcrEngine | None = None,
+    track: dict | None = None,
 ) -> OcrBatch:
     """OCR every photo once per content key, reusing ``<cache_dir>/features.sqlite`` (namespace
     ``ocr/<OCR_VERSION>``).
@@ -154,6 +155,8 @@ def read_text_cached(
     A photo is decoded with :func:`itemrep.images.read_image` (longest side at most the engine's
     ``max_side``, shortest at least 640 px) and read by :meth:`OcrEngine.read`. When OCR raises for
     one path, that path gets an ``errors`` entry and a later path with the same key is tried again.
+    Every result is stored as soon as it is read, so a run stopped part-way (SIGINT/SIGTERM under
+    :func:`itemrep.cache.stop_on_signals`) keeps what it read and a re-run reads only the rest.
 
     Args:
         paths: image files; ``None`` = skip this row.
@@ -161,6 +164,9 @@ def read_text_cached(
             a key is skipped.
         cache_dir: cache directory.
         engine: OCR engine (default: the shared :func:`get_ocr_engine`).
+        track: optional dict, given ``"cache"`` (the open :class:`~itemrep.cache.FeatureCache`)
+            and ``"images"`` (distinct content keys) at the start, for a progress report when the
+            run is stopped (kept = ``cache.hits + cache.stored``).
 
     Returns:
         :class:`OcrBatch`. Never raises for a bad photo.
@@ -174,9 +180,11 @@ def read_text_cached(
     errors: list[str | None] = [None] * len(paths)
     rows = [(i, Path(p), k) for i, (p, k) in enumerate(zip(paths, keys)) if p is not None and k]
     with FeatureCache(cache_dir, f"ocr/{OCR_VERSION}") as cache:
-        found = {k: json.loads(str(v["lines"])) for k, v in cache.get_many(sorted({k for _, _, k in rows})).items()}
+        distinct = sorted({k for _, _, k in rows})
+        if track is not None:
+            track.update(cache=cache, images=len(distinct))
+        found = {k: json.loads(str(v["lines"])) for k, v in cache.get_many(distinct).items()}
         eng = engine or get_ocr_engine()
-        new = {}
         for i, path, k in rows:
             if k in found:
                 continue
@@ -186,9 +194,7 @@ def read_text_cached(
                 errors[i] = f"{type(e).__name__}: {e}"
                 continue
             found[k] = lines
-            new[k] = {"lines": np.array(json.dumps(lines, ensure_ascii=False))}
-        if new:
-            cache.put_many(new)
+            cache.put_many({k: {"lines": np.array(json.dumps(lines, ensure_ascii=False))}})  # at once: a stopped run keeps it
         hits = cache.hits
     out = [[] for _ in paths]
     for i, _, k in rows:

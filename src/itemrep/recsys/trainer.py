@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from itemrep.recsys.data import RecDataset
+from itemrep.recsys.data import INTERACTIONS_FILE, RecDataError, RecDataset
 from itemrep.recsys.evaluator import DEFAULT_KS, TopKEvaluator
 from itemrep.recsys.models import RecModel, build_model
 
@@ -118,6 +118,30 @@ class TrainResult:
         }
 
 
+def check_eval_splits(dataset: RecDataset) -> None:
+    """Refuse a dataset whose validation or test split has no interaction.
+
+    Early stopping reads the validation split and the reported scores come from the test split;
+    with either empty every metric would be 0.0 and the run would look like a (bad) result.
+
+    Raises:
+        RecDataError: naming the empty split(s) and the file they come from.
+    """
+    names = {"valid": ("validation", 1), "test": ("test", 2)}
+    empty = [s for s in ("valid", "test") if len(getattr(dataset, s)) == 0]
+    if not empty:
+        return
+    what = " and ".join(names[s][0] for s in empty)
+    labels = " or ".join(str(names[s][1]) for s in empty)
+    src = f" in {Path(dataset.path) / INTERACTIONS_FILE}" if dataset.path is not None else ""
+    raise RecDataError(
+        f"{dataset.name}: the {what} split{'s are' if len(empty) > 1 else ' is'} empty (no interaction with x_label {labels}{src}); "
+        "training needs validation interactions for early stopping and test interactions for the metrics. "
+        "Prepare the data with `itemrep rec prepare` (it splits every user 80/10/10) or label some interactions "
+        "1 (validation) and 2 (test)"
+    )
+
+
 class Trainer:
     """Trains one model on one dataset.
 
@@ -148,12 +172,15 @@ class Trainer:
 
         Raises:
             ValueError: unknown model, missing modalities, or an empty training split.
+            RecDataError: an empty validation or test split (early stopping and the reported
+                metrics would be meaningless zeros), before any work.
         """
         cfg = self.config
         torch.set_num_threads(int(cfg["threads"]))
         seed_everything(self.seed)
         if len(dataset.train) == 0:
             raise ValueError(f"{dataset.name}: the training split is empty")
+        check_eval_splits(dataset)
         model = build_model(self.model_name, dataset, cfg)
         self.model_ = model
         opt = torch.optim.Adam(model.parameters(), lr=float(cfg["learning_rate"]), fused=True)
