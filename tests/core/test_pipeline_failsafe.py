@@ -64,3 +64,26 @@ def test_model_slots_absent_from_catalog_are_named(tmp_path):
     r = runner.invoke(app, ["dedup", str(p), "--out", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 0, r.output
     assert "phash (α" in r.output and "renormalising" in r.output
+
+
+def test_full_disk_leaves_no_partial_output(tmp_path, monkeypatch):
+    """A write that fails half-way (ENOSPC on concepts.parquet) leaves the earlier outputs untouched
+    and no half-written file: outputs are all there or none is."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    cat = Catalog.load(FIX / "catalog_small.csv", label_col="label")
+    res = FITRep.default(images="off").dedup(cat)
+    out = tmp_path / "out"
+    res.write(out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    with pytest.raises(OSError, match="No space"):
+        res.write(out)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".itemrep-tmp")]
