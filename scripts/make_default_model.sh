@@ -17,5 +17,7 @@ df.iloc[np.sort(tr)].drop(columns=["image"]).to_csv(sys.argv[2], index=False)
 PY
 .venv/bin/itemrep fit "$TMP/dev.csv" --label-col label_group --id-col posting_id --model-dir "$TMP/model" --quiet
 mkdir -p src/itemrep/data
-cp "$TMP/model/model.json" src/itemrep/data/default_model.json
+# the built-in model carries α, β, γ and τ only: `dedup` fits the unsupervised stages on each catalog
+.venv/bin/python -c "import json,sys; m=json.load(open(sys.argv[1])); m['stages']=None; open(sys.argv[2],'w').write(json.dumps(m, indent=2, default=str))" \
+  "$TMP/model/model.json" src/itemrep/data/default_model.json
 echo "wrote src/itemrep/data/default_model.json"
