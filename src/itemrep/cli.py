@@ -206,8 +206,8 @@ def _mount_subapps() -> None:
         from itemrep.recsys.cli import app as rec_app
     except ImportError as e:  # recsys dependencies missing
         print(f"warning: `itemrep rec` unavailable: {e}", file=sys.stderr)
-        return
-    app.add_typer(rec_app, name="rec", help="Multimodal recommendation (LIRDRec and baselines).")
+    else:
+        app.add_typer(rec_app, name="rec", help="Multimodal recommendation (LIRDRec and baselines).")
     try:
         from itemrep.index_cli import app as index_app
     except ImportError as e:  # pragma: no cover - part of the package

@@ -6,6 +6,26 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, nogil=True)
+def _csr_pair_dots_serial(indptr, indices, data, i, j, out):  # pragma: no cover - compiled
+    for e in range(len(i)):
+        a, a_end = indptr[i[e]], indptr[i[e] + 1]
+        b, b_end = indptr[j[e]], indptr[j[e] + 1]
+        s = 0.0
+        while a < a_end and b < b_end:
+            ia = indices[a]
+            ib = indices[b]
+            if ia == ib:
+                s += data[a] * data[b]
+                a += 1
+                b += 1
+            elif ia < ib:
+                a += 1
+            else:
+                b += 1
+        out[e] = s
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _csr_pair_dots(indptr, indices, data, i, j, out):  # pragma: no cover - compiled
     for e in numba.prange(len(i)):
@@ -26,6 +46,10 @@ def _csr_pair_dots(indptr, indices, data, i, j, out):  # pragma: no cover - comp
         out[e] = s
 
 
+#: Pairs below which the serial kernel is used.
+PARALLEL_MIN_PAIRS = 50_000
+
+
 def csr_pair_dots(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Dot products of CSR rows ``i[e]`` and ``j[e]`` for every pair e.
 
@@ -34,10 +58,12 @@ def csr_pair_dots(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, i: 
         i, j: int64 (E,) row positions.
 
     Returns:
-        float32 (E,) dot products (a merge of the two sorted index lists per pair, in parallel).
+        float32 (E,) dot products (a merge of the two sorted index lists per pair; in parallel
+        threads from :data:`PARALLEL_MIN_PAIRS` pairs up).
     """
     out = np.zeros(len(i), dtype=np.float32)
     if len(i):
-        _csr_pair_dots(np.asarray(indptr), np.asarray(indices), np.asarray(data),
+        # threads pay off only for many pairs (thread start-up dominates a lookup's few dozen)
+        (_csr_pair_dots if len(i) >= PARALLEL_MIN_PAIRS else _csr_pair_dots_serial)(np.asarray(indptr), np.asarray(indices), np.asarray(data),
                        np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(j, dtype=np.int64), out)
     return out

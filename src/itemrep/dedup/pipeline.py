@@ -488,8 +488,20 @@ class FITRep:
     def fit_encoders(self, catalog: Catalog) -> "FITRep":
         """Fit the unsupervised stages (slot encoders' document frequencies, the reducer) on
         ``catalog``; afterwards :meth:`transform` encodes any items in that space. Returns self."""
-        self._last_encoded_ = self._encode(catalog, True, StageTimer())
+        self.fit_transform(catalog)
         return self
+
+    def fit_transform(self, catalog: Catalog) -> Encoded:
+        """:meth:`fit_encoders` on ``catalog`` and its encoding (in canonical, sorted-id order) at once."""
+        return self._encode(catalog, True, StageTimer())
+
+    def cluster(self, enc: Encoded) -> Clustering:
+        """FBC on an encoding: kNN candidates, exact edge scores, connected components, chaining guard;
+        items with one content key always share a cluster. Aligned with ``enc.ids``."""
+        fusion, clusterer = self._fusion(), self._clusterer()
+        i, j = clusterer.candidates(enc.vectors)
+        scorer = self._scorer(enc, fusion)
+        return self._cluster(enc, clusterer, i, j, scorer(i, j), scorer)
 
     def transform(self, catalog: Catalog) -> Encoded:
         """Encode ``catalog`` with the fitted stages (no refitting), in canonical (sorted-id) order.
