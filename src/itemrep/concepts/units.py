@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from pathlib import Path
 NO_SPACE_UNITS = frozenset({"v", "w", "in", '"', "″", "mp", "db", "m"})
 
 _NUM = r"\d+(?:[.,]\d+)*"
+_MEMO_MAX = 100_000  # memoised canonical strings per normaliser (cleared when full)
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
 
@@ -79,6 +81,7 @@ def load_units(path: Path | None = None) -> dict[str, Unit]:
     return units
 
 
+@lru_cache(maxsize=8192)
 def parse_number(s: str) -> Decimal:
     """Parse a seller-written number with ``.`` / ``,`` as decimal or thousands separators.
 
@@ -116,8 +119,33 @@ def format_number(d: Decimal) -> str:
 
 
 def _alternation(surfaces) -> str:
-    # longest first so that "ml" wins over "m" and "kg" over "g"
-    return "|".join(re.escape(s) for s in sorted(surfaces, key=lambda s: (-len(s), s)))
+    """One alternative per unit, the longest tried first (so that "ml" wins over "m", "kg" over "g").
+
+    Written as a character trie (``g(?:r(?:am|)|)`` for ``g, gr, gram``), which ``re`` tries much
+    faster than 100 separate case-insensitive alternatives and which picks the same unit: units
+    that match at one place are prefixes of one another, and the trie tries the longer first. That
+    needs every text character to match at most one branch of a node under ``re.IGNORECASE``, true
+    when each unit character is a lower-case ASCII letter or has no case; otherwise the plain list
+    is used.
+    """
+    surfaces = sorted(set(surfaces), key=lambda s: (-len(s), s))
+    if not surfaces or "" in surfaces or any(c.lower() != c.upper() and not ("a" <= c <= "z") for s in surfaces for c in s):
+        return "|".join(re.escape(s) for s in surfaces)
+    trie: dict = {}
+    for s in surfaces:
+        node = trie
+        for ch in s:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def render(node: dict) -> str:
+        alts = [re.escape(ch) + render(node[ch]) for ch in sorted(k for k in node if k)]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return "(?:" + body + "|)" if "" in node else body  # (?:x|): x, else nothing (greedy, like x?)
+
+    return render(trie)
 
 
 class QuantityNormalizer:
@@ -134,6 +162,8 @@ class QuantityNormalizer:
 
     def __init__(self, units: dict[str, Unit] | None = None) -> None:
         self.units = units if units is not None else load_units()
+        #: canonical strings already computed, by the match groups they depend on (see quantity())
+        self._memo: dict[tuple, str | None] = {}
         spaced = [s for s in self.units if s not in NO_SPACE_UNITS]
         tight = [s for s in self.units if s in NO_SPACE_UNITS]
         latin_spaced = [s for s in spaced if not _CJK.search(s)]
@@ -166,6 +196,17 @@ class QuantityNormalizer:
 
     def quantity(self, m: re.Match) -> str | None:
         """Canonical string of a :attr:`quantity_re` match (``"0.5 l"``, ``"5-20 kg"``), or ``None``."""
+        key = m.group("a", "b", "u", "uc", "ut")  # the value depends on these only
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        value = self._quantity(m)
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[key] = value
+        return value
+
+    def _quantity(self, m: re.Match) -> str | None:
         unit = m.group("u") or m.group("uc") or m.group("ut")
         try:
             a, cu = self.convert(m.group("a"), unit)
@@ -178,6 +219,17 @@ class QuantityNormalizer:
 
     def dimension(self, m: re.Match) -> str | None:
         """Canonical string of a :attr:`dimension_re` match: ``"15 x 10 x 5 cm"``; unitless ``"20 x 30"``."""
+        key = ("x", *m.group("a", "ua", "b", "ub", "c", "uc"))  # the value depends on these only
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        value = self._dimension(m)
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[key] = value
+        return value
+
+    def _dimension(self, m: re.Match) -> str | None:
         pairs = [(m.group(k), m.group("u" + k)) for k in ("a", "b", "c") if m.group(k)]
         try:
             if not any(u for _, u in pairs):

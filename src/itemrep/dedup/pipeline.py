@@ -47,7 +47,7 @@ from itemrep import __version__
 from itemrep.catalog import Catalog, Item, csv_safe
 from itemrep.concepts.base import ConceptExtractor
 from itemrep.concepts.schema import ConceptHierarchy
-from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer
+from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer, candidate_recall
 from itemrep.dedup.fusion import AttentionFusion
 from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
 from itemrep.dedup.reduce import load_reducer, make_reducer
@@ -224,12 +224,42 @@ def encode_batch(extractor: ConceptExtractor, encoder: SlotEncoder, items: Seque
     Returns:
         ``(concepts: pa.Table, raw: RawSlots, keys: uint64 (2, n), failures: list[ItemFailure], extractor stats: dict)``.
     """
-    hier = extractor.extract(items)
-    concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
     phashes = [it.phash for it in items]
-    fails = [ItemFailure(it.item_id, "extract", "concepts", h.error, it.row) for it, h in zip(items, hier) if h.error]
+    if hasattr(extractor, "extract_columns"):  # columnar fast path: no per-concept objects at all
+        cols = extractor.extract_columns(items)
+        table = _columns_table(cols)
+        concepts, errors = _group_columns(cols, len(items))
+    else:
+        hier = extractor.extract(items)
+        table = concepts_table(hier)
+        concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
+        errors = [h.error for h in hier]
+    fails = [ItemFailure(it.item_id, "extract", "concepts", e, it.row) for it, e in zip(items, errors) if e]
     raw = encoder.count(concepts, phashes)
-    return concepts_table(hier), raw, _keys(concepts, phashes), fails, dict(getattr(extractor, "stats_", {}))
+    return table, raw, _keys(concepts, phashes), fails, dict(getattr(extractor, "stats_", {}))
+
+
+def _columns_table(cols: dict[str, list]) -> pa.Table:
+    schema = pa.schema([(c, pa.float32() if c == "salience" else pa.string()) for c in CONCEPT_COLUMNS])
+    return pa.table({c: cols[c] for c in CONCEPT_COLUMNS}, schema=schema)
+
+
+def _group_columns(cols: dict[str, list], n: int) -> tuple[list[list[tuple[str, str, str]]], list[str | None]]:
+    """Per-item ``(slot, value, level)`` lists and errors from concept columns whose rows are
+    grouped by item in item order (every item has at least one row)."""
+    concepts: list[list[tuple[str, str, str]]] = []
+    errors: list[str | None] = []
+    prev = object()
+    for iid, slot, value, level, err in zip(cols["item_id"], cols["slot"], cols["value"], cols["level"], cols["error"]):
+        if iid != prev:
+            concepts.append([])
+            errors.append(err)
+            prev = iid
+        if slot is not None:
+            concepts[-1].append((slot, value, level))
+    if len(concepts) != n:
+        raise RuntimeError(f"extractor returned concepts for {len(concepts)} of {n} items")
+    return concepts, errors
 
 
 def _keys(concepts, phashes) -> np.ndarray:
@@ -635,8 +665,8 @@ class FITRep:
             scorer = self._scorer(enc, fusion)
             cl = self._cluster(enc, clusterer, i, j, score, scorer)
             step(1)
-            recall = _candidate_recall(enc.vectors, i, j, scorer, clusterer.threshold, k=clusterer.k,
-                                       random_state=self.random_state)
+            recall = candidate_recall(enc.vectors, i, j, scorer, clusterer.threshold, k=clusterer.k,
+                                      random_state=self.random_state, groups=_groups(enc.keys))
             step(1)
         with timer.stage("write"):
             back = np.empty(len(ids), dtype=np.int64)  # canonical position of each catalog row
@@ -670,7 +700,7 @@ class FITRep:
             "parameters": self.params(),
             **fusion.report(enc.slots),
             "tau": clusterer.threshold,
-            "index": getattr(clusterer, "index_name_", None),
+            "index": getattr(clusterer, "search_info_", None),
             "candidate_recall": recall,
             "n_candidate_pairs": int(len(i)),
             "n_edges": cl.n_edges,
@@ -812,14 +842,6 @@ def _groups(keys: np.ndarray) -> np.ndarray:
     g = inv.astype(np.int64)
     g[counts[inv] < 2] = -1
     return g
-
-
-def _candidate_recall(vectors, i, j, scorer, tau, k, random_state) -> dict | None:
-    try:
-        from itemrep.dedup.cluster import candidate_recall
-    except ImportError:
-        return None
-    return candidate_recall(vectors, i, j, scorer, tau, k=k, random_state=random_state)
 
 
 def _degenerate(concept_keys: np.ndarray, share: float = 0.5, min_items: int = 10) -> dict | None:
