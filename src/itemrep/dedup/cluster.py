@@ -44,10 +44,13 @@ import numpy as np
 SEARCH_FORMAT = 1
 """Version of the ``search.json`` + ``faiss.index`` layout written by :meth:`CandidateSearch.save`."""
 
-# parameters chosen by measurement on the 2-core target machine (bench/knn_choice.py)
-DEFAULT_EXACT_MAX = 10_000
-DEFAULT_NPROBE = 4
-DEFAULT_QUANTIZER_NPROBE = 12
+# parameters chosen by measurement on the 2-core target machine: bench/knn_choice.py (synthetic
+# vectors) and the candidate recall of exact edges above τ on real fused vectors (Shopee 23,937
+# listings and a 100k synthetic Shopee catalog: nprobe 4/12 gave 0.91/0.82 there, 16/32 0.976,
+# 64/128 0.990-0.991; docs/scale.md). Exact search stays cheap (a few seconds) up to 30,000 items.
+DEFAULT_EXACT_MAX = 30_000
+DEFAULT_NPROBE = 64
+DEFAULT_QUANTIZER_NPROBE = 128
 DEFAULT_KMEANS_ITER = 4
 DEFAULT_KMEANS_POINTS = 16  # training rows per list centroid (a sample of nlist * this many rows)
 AUTO_LIST_SIZE = 64  # nlist="auto": about this many vectors per inverted list
