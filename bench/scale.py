@@ -308,6 +308,14 @@ def shopee_catalog(root: Path) -> Path:
 
 
 # ------------------------------------------------------------------ report
+def _index_label(ix) -> str | None:
+    """run.json's ``index``: a name (older releases) or the search parameters (dict)."""
+    if not isinstance(ix, dict):
+        return ix
+    extra = ", ".join(f"{k} {ix[k]}" for k in ("nlist", "nprobe") if ix.get(k) is not None)
+    return f"{ix.get('index')}" + (f" ({extra})" if extra else "")
+
+
 def size_label(n) -> str:
     if isinstance(n, str):
         return n
@@ -346,7 +354,7 @@ def table(rows: list[dict]) -> str:
         d.update({"pairwise P": r.get("pairwise_precision"), "pairwise R": r.get("pairwise_recall"),
                   "cross P": pb.get("cross_precision"), "cross R": pb.get("cross_recall"),
                   "item F1": r.get("mean_item_f1"), "cand. recall": r.get("candidate_recall"),
-                  "index": r.get("index")})
+                  "index": _index_label(r.get("index"))})
         out.append(d)
     df = pd.DataFrame(out)
     fmt = {"wall s": "{:.1f}", "CPU s": "{:.1f}", "peak RSS GB": "{:.2f}", "tree RSS GB": "{:.2f}",

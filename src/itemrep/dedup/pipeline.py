@@ -401,9 +401,12 @@ class FITRep:
         return True
 
     def _n_jobs(self, extractor: ConceptExtractor, n: int) -> int:
-        if not getattr(extractor, "parallel_safe", False) or n < 2 * self.chunk_size:
+        """Worker processes: the given ``n_jobs``, else up to 2 cores from 10,000 items (below, forking costs more than it saves)."""
+        if not getattr(extractor, "parallel_safe", False) or n < 2:
             return 1
-        return max(1, int(self.n_jobs or min(2, os.cpu_count() or 1)))
+        if self.n_jobs is not None:
+            return max(1, int(self.n_jobs))
+        return min(2, os.cpu_count() or 1) if n >= 10_000 else 1
 
     def _extract_raw(self, items: Sequence[Item], encoder: SlotEncoder, timer: StageTimer, prog: Progress,
                      use_images: bool, stats: dict):
@@ -413,10 +416,12 @@ class FITRep:
         n = len(items)
         if use_images:
             return self._extract_raw_images(items, encoder, extractor, timer, prog, stats)
-        bounds = [(s, min(n, s + self.chunk_size)) for s in range(0, n, self.chunk_size)]
+        jobs = self._n_jobs(extractor, n)
+        # with workers, at least 4 chunks per worker so both cores stay busy to the end
+        size = self.chunk_size if jobs == 1 else max(1, min(self.chunk_size, -(-n // (4 * jobs))))
+        bounds = [(s, min(n, s + size)) for s in range(0, n, size)]
         tables, raws, keys, ex_stats = [], [], [], []
         step = prog.task("concepts + slots", n)
-        jobs = self._n_jobs(extractor, n)
         with timer.stage("extract"):
             if jobs > 1:
                 import multiprocessing as mp
@@ -560,10 +565,7 @@ class FITRep:
         return lambda a, b: fusion.pair_similarity(enc.slots, np.asarray(a), np.asarray(b))[0]
 
     def _cluster(self, enc: Encoded, clusterer: NearDuplicateClusterer, i, j, score, scorer) -> Clustering:
-        import inspect  # TEMP until the vectorised clusterer lands
-
-        kw = {"groups": _groups(enc.keys)} if "groups" in inspect.signature(clusterer.cluster).parameters else {}
-        return clusterer.cluster(len(enc.ids), i, j, score, enc.ids.tolist(), pair_score=scorer, **kw)
+        return clusterer.cluster(len(enc.ids), i, j, score, enc.ids.tolist(), pair_score=scorer, groups=_groups(enc.keys))
 
     # ------------------------------------------------------------------ fit
     def fit(self, catalog: Catalog, tau_grid: Sequence[float] | None = None, learn_alpha: bool = True) -> "FITRep":

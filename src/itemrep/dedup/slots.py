@@ -400,6 +400,8 @@ class SlotEncoder:
             :class:`~itemrep.encoders.text.USETextEncoder`); ``None`` drops those slots.
         n_features: hashed TF-IDF width.
         view_dim: width of the dense views used for the kNN search (sparse random projection).
+            256 rather than 128: the projection noise (about ±1/√view_dim per slot cosine) moved
+            whole-Shopee mean per-item F1 by −0.004 on average at 128 (3 seeds), ±0.001 at 256.
         random_state: seed of the random projections.
 
     Attributes (after :meth:`fit`):
@@ -409,7 +411,7 @@ class SlotEncoder:
     """
 
     def __init__(self, specs: Sequence[SlotSpec] = DEFAULT_SLOT_SPECS, dense_encoder=None, n_features: int = 2**20,
-                 view_dim: int = 128, random_state: int = 0) -> None:
+                 view_dim: int = 256, random_state: int = 0) -> None:
         self.specs = tuple(specs)
         self.dense_encoder = dense_encoder
         self.n_features = n_features
