@@ -625,7 +625,9 @@ def candidate_recall(x: np.ndarray, i: np.ndarray, j: np.ndarray,
         k: neighbours per sampled item.
         random_state: seed of the draw.
         groups: optional int64 (N,) group ids (-1 = none, see :func:`cluster_edges`); a pair inside
-            one group counts as present (groups are linked unconditionally).
+            one group counts as present (groups are linked unconditionally), and a pair of copies
+            counts as present when the pair of their groups' first rows is (pass the clusterer's
+            ``groups_``: copies are searched through their first row).
 
     Returns:
         ``{"sample": m, "exact_edges_above_tau": n, "recall": r}``; ``recall`` is 1.0 when n == 0.
@@ -662,6 +664,16 @@ def candidate_recall(x: np.ndarray, i: np.ndarray, j: np.ndarray,
     if groups is not None:
         g = np.asarray(groups, np.int64)
         found |= (g[a] >= 0) & (g[a] == g[b])
+        # a copy is searched through its group's first row (NearDuplicateClusterer.candidates):
+        # an edge of a copy is present when the same edge of the first rows is
+        head = np.arange(n, dtype=np.int64)
+        grouped = np.nonzero(g >= 0)[0]
+        if len(grouped):
+            first = np.full(int(g.max()) + 1, n, dtype=np.int64)
+            np.minimum.at(first, g[grouped], grouped)
+            head[grouped] = first[g[grouped]]
+            ha, hb = head[a], head[b]
+            found |= np.isin(np.minimum(ha, hb) * n + np.maximum(ha, hb), cand)
     return {"sample": m, "exact_edges_above_tau": int(len(key)), "recall": float(found.mean())}
 
 

@@ -668,7 +668,7 @@ class FITRep:
             cl = self._cluster(enc, clusterer, i, j, score, scorer)
             step(1)
             recall = candidate_recall(enc.vectors, i, j, scorer, clusterer.threshold, k=clusterer.k,
-                                      random_state=self.random_state, groups=_groups(enc.keys))
+                                      random_state=self.random_state, groups=getattr(clusterer, "groups_", None))
             step(1)
         with timer.stage("write"):
             back = np.empty(len(ids), dtype=np.int64)  # canonical position of each catalog row
