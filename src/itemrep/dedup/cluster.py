@@ -52,6 +52,9 @@ DEFAULT_EXACT_MAX = 30_000
 DEFAULT_NPROBE = 64
 DEFAULT_QUANTIZER_NPROBE = 128
 DEFAULT_KMEANS_ITER = 4
+#: Queries per block in the whole-catalog searches (bounds their temporaries: about 3 x 8 bytes per
+#: (query, probed list) entry, 200 MB per block at nprobe 64).
+QUERY_BLOCK = 131_072
 DEFAULT_KMEANS_POINTS = 16  # training rows per list centroid (a sample of nlist * this many rows)
 AUTO_LIST_SIZE = 64  # nlist="auto": about this many vectors per inverted list
 TWO_LEVEL_MIN = 256  # from this many lists on, the coarse quantizer is an IVF itself
@@ -429,7 +432,11 @@ class CandidateSearch:
         x = self._vectors()
         if self.index_name_ == "IndexIVFFlat":
             coarse = self._coarse if self._coarse is not None else self._assign(x, self.nprobe_)
-            _, nn = _ivf_batch_search(self.index_, x, kk, coarse)
+            self._coarse = None  # 4-8 bytes x nprobe per item: not kept past its use
+            nn = np.empty((n, kk), dtype=np.int64)
+            for s in range(0, n, QUERY_BLOCK):  # bounded transient memory; same heaps, same result
+                _, nn[s:s + QUERY_BLOCK] = _ivf_batch_search(self.index_, x[s:s + QUERY_BLOCK], kk, coarse[s:s + QUERY_BLOCK])
+            del coarse
         else:
             _, nn = _knn_ip(x, x, kk)
         return _pairs_from_knn(nn)
@@ -520,17 +527,22 @@ class CandidateSearch:
         return x
 
     def _assign(self, x: np.ndarray, p: int) -> np.ndarray:
-        """int64 (N, p): the ``p`` most similar IVF lists of each row, best first (-1 = none)."""
+        """int32 (N, p): the ``p`` most similar IVF lists of each row, best first (-1 = none)."""
         import faiss
 
         quantizer = faiss.downcast_index(self.index_.quantizer)
+        out = np.empty((len(x), int(p)), dtype=np.int32)  # list numbers < 2^31
         if isinstance(quantizer, faiss.IndexIVFFlat):  # two-level: top cells, then their lists
             top = faiss.downcast_index(quantizer.quantizer)
-            _, cells = _knn_ip(x, top.reconstruct_n(0, top.ntotal), int(quantizer.nprobe))
-            _, a = _ivf_batch_search(quantizer, x, int(p), cells)
+            centres = top.reconstruct_n(0, top.ntotal)
+            for s in range(0, len(x), QUERY_BLOCK):  # blocks bound the (rows x cells) temporaries
+                _, cells = _knn_ip(x[s:s + QUERY_BLOCK], centres, int(quantizer.nprobe))
+                out[s:s + QUERY_BLOCK] = _ivf_batch_search(quantizer, x[s:s + QUERY_BLOCK], int(p), cells)[1]
         else:
-            _, a = _knn_ip(x, quantizer.reconstruct_n(0, quantizer.ntotal), int(p))
-        return a
+            centres = quantizer.reconstruct_n(0, quantizer.ntotal)
+            for s in range(0, len(x), QUERY_BLOCK):
+                out[s:s + QUERY_BLOCK] = _knn_ip(x[s:s + QUERY_BLOCK], centres, int(p))[1]
+        return out
 
     def _add_ivf(self, x: np.ndarray, lists: np.ndarray) -> None:
         import faiss

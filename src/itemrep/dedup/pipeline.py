@@ -410,7 +410,7 @@ class FITRep:
 
     def _extract_raw(self, items: Sequence[Item], encoder: SlotEncoder, timer: StageTimer, prog: Progress,
                      use_images: bool, stats: dict):
-        """CHIE + raw slot inputs for ``items`` in chunks; returns (concept table, RawSlots, keys, failures)."""
+        """CHIE + raw slot inputs for ``items`` in chunks; returns (concept table, list of RawSlots chunks, keys, failures)."""
         extractor = self._make_extractor()
         failures: list[ItemFailure] = []
         n = len(items)
@@ -439,7 +439,7 @@ class FITRep:
                     self._collect(encode_batch(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats)
                     step(e - s)
         stats["extractor"] = {"name": extractor.identifier, "workers": jobs, **_sum_stats(ex_stats)}
-        return pa.concat_tables(tables), RawSlots.concat(raws), np.concatenate(keys, axis=1), failures
+        return pa.concat_tables(tables), raws, np.concatenate(keys, axis=1), failures
 
     @staticmethod
     def _collect(res, tables, raws, keys, failures, ex_stats) -> None:
@@ -466,7 +466,7 @@ class FITRep:
             stats["images"] = res.stats
         concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
         raw = encoder.count(concepts, phashes, external=dict(res.slots))
-        return concepts_table(hier), raw, _keys(concepts, phashes), failures
+        return concepts_table(hier), [raw], _keys(concepts, phashes), failures
 
     def _fused_vectors(self, slots: SlotSet, fusion: AttentionFusion, reducer, fit: bool, ids_sorted: np.ndarray,
                        timer: StageTimer, prog: Progress) -> np.ndarray:
@@ -508,8 +508,7 @@ class FITRep:
             with timer.stage("encode"):
                 if fit_encoders:
                     self.slot_encoder_ = encoder.fit(raw)
-                slots = self.slot_encoder_.transform_raw(raw)
-                del raw
+                slots = self.slot_encoder_.transform_parts(raw)  # empties the list of raw chunks
                 stats["slot_coverage"] = slots.coverage()
             reducer = self._make_reducer(len(items)) if fit_encoders else self.reducer_
             vectors = self._fused_vectors(slots, fusion, reducer, fit_encoders, ids, timer, prog)
@@ -658,11 +657,11 @@ class FITRep:
             step = prog.task("cluster", 4)
             i, j = clusterer.candidates(enc.vectors)
             step(1)
-            # exact scores come with their per-term breakdown: keep it for edges.parquet
+            # exact scores come with their per-term breakdown: keep it for the kept edges (edges.parquet)
             if self.edge_score == "exact":
-                score, terms_all = fusion.pair_similarity(enc.slots, i, j)
+                score, kept_terms = _score_in_blocks(fusion, enc.slots, i, j, clusterer.threshold)
             else:
-                score, terms_all = self._scorer(enc, fusion)(i, j), None
+                score, kept_terms = self._scorer(enc, fusion)(i, j), None
             step(1)
             scorer = self._scorer(enc, fusion)
             cl = self._cluster(enc, clusterer, i, j, score, scorer)
@@ -674,19 +673,19 @@ class FITRep:
             back = np.empty(len(ids), dtype=np.int64)  # canonical position of each catalog row
             back[_canonical_order(catalog)] = np.arange(len(ids))
             cid = np.asarray(cl.cluster_id, dtype=object)
-            clusters = pd.DataFrame({
-                "item_id": ids[back].astype(str),
-                "cluster_id": cid[back].astype(str),
-                "representative_id": ids[cl.representative[back]].astype(str),
+            clusters = pd.DataFrame({  # ids are str objects already: no copies as fixed-width strings
+                "item_id": ids[back],
+                "cluster_id": cid[back],
+                "representative_id": ids[cl.representative[back]],
                 "similarity": cl.similarity[back].astype(np.float32),
             })
             keep = score >= clusterer.threshold
             ki, kj = i[keep], j[keep]
-            terms = terms_all[keep] if terms_all is not None else fusion.pair_similarity(enc.slots, ki, kj)[1]
-            edges = pd.DataFrame({"item_a": ids[ki].astype(str), "item_b": ids[kj].astype(str),
-                                  "similarity": score[keep].astype(np.float32)})
+            terms = kept_terms if kept_terms is not None else _score_in_blocks(fusion, enc.slots, ki, kj, -np.inf)[1]
+            edges = pd.DataFrame({"item_a": ids[ki], "item_b": ids[kj], "similarity": score[keep].astype(np.float32)})
             for k, name in enumerate(enc.slots.feature_names):
                 edges[f"term_{name}"] = terms[:, k]
+            del terms, kept_terms
         metrics = None
         if catalog.has_labels:
             metrics = dedup_metrics(catalog.labels, clusters["cluster_id"].tolist())
@@ -857,6 +856,20 @@ def _degenerate(concept_keys: np.ndarray, share: float = 0.5, min_items: int = 1
     _, counts = np.unique(nonempty, return_counts=True)
     top = int(counts.max())
     return {"items": top, "share": top / n} if top / n > share else None
+
+
+def _score_in_blocks(fusion: AttentionFusion, slots: SlotSet, i: np.ndarray, j: np.ndarray, tau: float,
+                     block: int = 1_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Exact edge scores of all pairs, float32 (E,), and the per-term breakdown of the pairs with
+    score ≥ ``tau`` only, float32 (E_kept, F), computed ``block`` pairs at a time (bounded memory)."""
+    scores, terms = [], []
+    for s in range(0, len(i), block):
+        sc, te = fusion.pair_similarity(slots, i[s:s + block], j[s:s + block])
+        scores.append(np.asarray(sc, dtype=np.float32))
+        terms.append(te[sc >= tau])
+    if not scores:
+        return np.zeros(0, np.float32), np.zeros((0, len(slots.feature_names)), np.float32)
+    return np.concatenate(scores), np.concatenate(terms)
 
 
 def _sum_stats(parts: list[dict]) -> dict:

@@ -466,18 +466,21 @@ class SlotEncoder:
         return raw
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, raw: RawSlots) -> "SlotEncoder":
-        """Learn document frequencies and choose the slots present in ``raw``; returns self."""
+    def fit(self, raw: RawSlots | Sequence[RawSlots]) -> "SlotEncoder":
+        """Learn document frequencies and choose the slots present in ``raw`` (one RawSlots or
+        a list of chunks, which are never stacked); returns self."""
+        parts = [raw] if isinstance(raw, RawSlots) else list(raw)
         self.slots_, self.tfidf_, self.projections_ = [], {}, {}
         for k, spec in enumerate(self.specs):
-            if spec.name in raw.counts:
-                m = raw.counts[spec.name]
-                if m.nnz == 0:
+            counts = [p.counts[spec.name] for p in parts if spec.name in p.counts]
+            dense = [p.dense[spec.name] for p in parts if spec.name in p.dense]
+            if counts:
+                if not any(m.nnz for m in counts):
                     continue
-                self.tfidf_[spec.name] = self._tfidf_spec(spec).fit(m)
+                self.tfidf_[spec.name] = self._tfidf_spec(spec).fit(counts)
                 self.projections_[spec.name] = sparse_random_projection(self.n_features, self.view_dim, self.random_state + k)
-            elif spec.name in raw.dense:
-                if not np.any(raw.dense[spec.name]):
+            elif dense:
+                if not any(np.any(m) for m in dense):
                     continue
             else:
                 continue
@@ -515,6 +518,14 @@ class SlotEncoder:
         return SlotSet(matrices=mats, levels=levels,
                        conflict_slots=[n for n in self.slots_ if by[n].conflict],
                        knots={n: tuple(by[n].knots) for n in self.slots_ if by[n].knots})
+
+    def transform_parts(self, parts: list[RawSlots]) -> SlotSet:
+        """:meth:`transform_raw` of chunks, stacked; the list is emptied as it goes so each chunk's
+        raw counts are freed once weighted (peak memory: the weighted rows twice, not three times)."""
+        out = []
+        while parts:
+            out.append(self.transform_raw(parts.pop(0)))
+        return SlotSet.concat(out) if len(out) > 1 else out[0]
 
     def transform(self, concepts, phashes, external=None) -> SlotSet:
         """:meth:`count` then :meth:`transform_raw`."""

@@ -128,11 +128,17 @@ class HashedTfidfEncoder:
         m.sort_indices()
         return m
 
-    def fit(self, counts: sp.csr_matrix) -> "HashedTfidfEncoder":
-        """Learn document frequencies from raw counts (N, n_features); returns self."""
-        m = sp.csr_matrix(counts)
-        df = np.bincount(m.indices, minlength=self.n_features).astype(np.int64)
-        return self.set_state(df, int(m.shape[0]))
+    def fit(self, counts) -> "HashedTfidfEncoder":
+        """Learn document frequencies from raw counts: a CSR (N, n_features) or a list of such
+        chunks (rows of each chunk added up, so chunks never need stacking); returns self."""
+        parts = counts if isinstance(counts, (list, tuple)) else [counts]
+        df = np.zeros(self.n_features, dtype=np.int64)
+        n = 0
+        for m in parts:
+            m = sp.csr_matrix(m)
+            df += np.bincount(m.indices, minlength=self.n_features)
+            n += int(m.shape[0])
+        return self.set_state(df, n)
 
     def set_state(self, df: np.ndarray, n_docs: int) -> "HashedTfidfEncoder":
         """Set the fitted state directly (used when loading); returns self."""
