@@ -743,13 +743,14 @@ class ClusterIndex:
         """
         n = len(enc.ids)
         kk = int(min(self.k, self.n_rows))
-        empty = pd.DataFrame({"i": np.zeros(0, np.int64), "c": np.zeros(0, object), "s": np.zeros(0, np.float32),
-                              "forced": np.zeros(0, bool), "rep_pos": np.zeros(0, np.int64), "g": np.zeros(0, np.float32)})
+        def empty():
+            return pd.DataFrame({"i": np.zeros(0, np.int64), "c": np.zeros(0, object), "s": np.zeros(0, np.float32),
+                                 "forced": np.zeros(0, bool), "rep_pos": np.zeros(0, np.int64), "g": np.zeros(0, np.float32)})
         ea, eb = (np.zeros(0, np.int64), np.zeros(0, np.int64)) if extra is None else (np.asarray(extra[0], np.int64),
                                                                                         np.asarray(extra[1], np.int64))
         if kk == 0 or n == 0:
             s_extra = self._score(enc.slots, ea, eb) if len(ea) else np.zeros(0, np.float32)
-            return enc.slots, 0, empty, {}, (s_extra if extra is not None else None)
+            return enc.slots, 0, empty(), {}, (s_extra if extra is not None else None)
         _, rows = self._search.search(enc.vectors, kk)
         qi = np.repeat(np.arange(n, dtype=np.int64), kk)
         orow = rows.reshape(-1)
@@ -807,7 +808,7 @@ class ClusterIndex:
             cand = pd.DataFrame({"i": k // T, "c": touched[k % T].astype(object), "s": s_max[keep].astype(np.float32),
                                  "forced": f_any[keep], "rep_pos": rep_pos[k % T], "g": g[keep]})
         else:
-            cand = empty
+            cand = empty()
         return S, m, cand, clusters, (s_extra if extra is not None else None)
 
     def _key_hits(self, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

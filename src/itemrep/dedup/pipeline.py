@@ -476,7 +476,7 @@ class FITRep:
         n = slots.n_items
 
         def fuse_rows(rows: np.ndarray) -> np.ndarray:
-            part = slots.take(rows)
+            part = slots if len(rows) == n else slots.take(rows)  # a single chunk: no copy
             return fusion.transform(enc.dense_views(part, names), part)
 
         with timer.stage("fuse"):

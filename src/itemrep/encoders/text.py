@@ -28,10 +28,13 @@ def l2_normalize_rows(x):
     Shapes and dtype are kept; all-zero rows stay zero.
     """
     if sp.issparse(x):
-        x = sp.csr_matrix(x, dtype=np.float32)
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        return sp.diags((1.0 / norms).astype(np.float32)) @ x
+        x = sp.csr_matrix(x, dtype=np.float32, copy=True)
+        if x.nnz:  # scale the stored values in place: no diagonal-matrix product (slow for small x)
+            rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+            norms = np.sqrt(np.bincount(rows, weights=np.square(x.data, dtype=np.float64), minlength=x.shape[0]))
+            norms[norms == 0] = 1.0
+            x.data = (x.data / norms[rows]).astype(np.float32)
+        return x
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -114,6 +117,12 @@ class HashedTfidfEncoder:
         self.token_pattern = token_pattern
 
     def _hasher(self):
+        hv = self.__dict__.get("_hv")
+        if hv is None:  # built once: construction and parameter checks cost ~0.3 ms a call
+            hv = self._hv = self._make_hasher()
+        return hv
+
+    def _make_hasher(self):
         from sklearn.feature_extraction.text import HashingVectorizer
 
         kw = dict(analyzer=self.analyzer, ngram_range=self.ngram_range, n_features=self.n_features,
