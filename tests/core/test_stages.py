@@ -157,3 +157,17 @@ def test_identical_items_share_one_cluster(tmp_path):
     pd.DataFrame(rows).to_csv(p, index=False)
     cl = FITRep.default(images="off").dedup(Catalog.load(p)).clusters
     assert cl[cl.item_id.str.startswith("x")].cluster_id.nunique() == 1
+
+
+def test_sparse_pair_kernel_matches_scipy_serial_and_parallel():
+    import scipy.sparse as sp
+
+    from itemrep.dedup._kernels import PARALLEL_MIN_PAIRS, csr_pair_dots
+
+    m = sp.random(500, 300, density=0.05, format="csr", dtype=np.float32, random_state=0)
+    m.sort_indices()
+    rng = np.random.default_rng(0)
+    for e in (10, PARALLEL_MIN_PAIRS + 10):
+        i, j = rng.integers(0, 500, e), rng.integers(0, 500, e)
+        ref = np.asarray(m[i].multiply(m[j]).sum(axis=1)).ravel()
+        assert np.allclose(csr_pair_dots(m.indptr, m.indices, m.data, i, j), ref, atol=1e-5)
