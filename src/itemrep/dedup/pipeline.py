@@ -110,6 +110,7 @@ class Encoded:
         vectors: float32 (N, d) reduced fused vectors, unit rows (the FAISS space).
         keys: uint64 (N,) content keys (:func:`content_keys`).
         concept_keys: uint64 (N,) keys of the concepts alone (0 for an item without concepts).
+        input_keys: uint64 (N,) keys of the raw inputs (title, text, image path).
         concepts: Arrow table of every item's concepts (:data:`CONCEPT_COLUMNS`).
         failures: per-item failures of every stage so far.
         stats: per-stage extra counters for ``run.json``.
@@ -123,6 +124,7 @@ class Encoded:
     failures: list[ItemFailure]
     stats: dict = field(default_factory=dict)
     concept_keys: np.ndarray | None = None
+    input_keys: np.ndarray | None = None
 
 
 @dataclass
@@ -236,7 +238,7 @@ def encode_batch(extractor: ConceptExtractor, encoder: SlotEncoder, items: Seque
         errors = [h.error for h in hier]
     fails = [ItemFailure(it.item_id, "extract", "concepts", e, it.row) for it, e in zip(items, errors) if e]
     raw = encoder.count(concepts, phashes)
-    return table, raw, _keys(concepts, phashes), fails, dict(getattr(extractor, "stats_", {}))
+    return table, raw, _keys(concepts, phashes, items), fails, dict(getattr(extractor, "stats_", {}))
 
 
 def _columns_table(cols: dict[str, list]) -> pa.Table:
@@ -262,11 +264,13 @@ def _group_columns(cols: dict[str, list], n: int) -> tuple[list[list[tuple[str, 
     return concepts, errors
 
 
-def _keys(concepts, phashes) -> np.ndarray:
-    """uint64 (2, n): content keys and concept-only keys (0 where an item has no concept)."""
+def _keys(concepts, phashes, items) -> np.ndarray:
+    """uint64 (3, n): content keys, concept-only keys (0 where an item has no concept) and keys of
+    the raw inputs (title, text, image path)."""
     ck = content_keys(concepts, [None] * len(concepts))
     ck[np.fromiter((not c for c in concepts), dtype=bool, count=len(concepts))] = 0
-    return np.stack([content_keys(concepts, phashes), ck])
+    raw = content_keys([[(it.title, it.text, str(it.image or ""))] for it in items], [None] * len(items))
+    return np.stack([content_keys(concepts, phashes), ck, raw])
 
 
 def _worker(bounds: tuple[int, int]):
@@ -466,7 +470,7 @@ class FITRep:
             stats["images"] = res.stats
         concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
         raw = encoder.count(concepts, phashes, external=dict(res.slots))
-        return concepts_table(hier), [raw], _keys(concepts, phashes), failures
+        return concepts_table(hier), [raw], _keys(concepts, phashes, items), failures
 
     def _fused_vectors(self, slots: SlotSet, fusion: AttentionFusion, reducer, fit: bool, ids_sorted: np.ndarray,
                        timer: StageTimer, prog: Progress) -> np.ndarray:
@@ -517,7 +521,7 @@ class FITRep:
             stats["reducer"] = self.reducer_.stats()
         failures = list(catalog.failures) + failures
         return Encoded(ids=ids, slots=slots, vectors=vectors, keys=keys[0], concepts=table, failures=failures, stats=stats,
-                       concept_keys=keys[1])
+                       concept_keys=keys[1], input_keys=keys[2])
 
     def fit_encoders(self, catalog: Catalog) -> "FITRep":
         """Fit the unsupervised stages (slot encoders' document frequencies, the reducer) on
@@ -707,7 +711,7 @@ class FITRep:
             "n_edges": cl.n_edges,
             "n_split_by_chaining_guard": cl.n_split,
             "n_identical_groups": int((_groups(enc.keys) >= 0).sum()),
-            "degenerate_extractor": _degenerate(enc.concept_keys),
+            "degenerate_extractor": _degenerate(enc.concept_keys, enc.input_keys),
             "catalog_warnings": list(getattr(catalog, "warnings", [])),
             "stages": timer.stages,
             "total_seconds": round(timer.total_seconds, 3),
@@ -845,17 +849,20 @@ def _groups(keys: np.ndarray) -> np.ndarray:
     return g
 
 
-def _degenerate(concept_keys: np.ndarray, share: float = 0.5, min_items: int = 10) -> dict | None:
-    """``{"items", "share"}`` when one non-empty concept set (key ≠ 0, see :func:`content_keys`) is
-    given to more than ``share`` of at least ``min_items`` items — an extractor answering the same for
-    everything — else None."""
+def _degenerate(concept_keys: np.ndarray, input_keys: np.ndarray, share: float = 0.5, min_items: int = 10) -> dict | None:
+    """``{"items", "different_inputs", "share"}`` when one non-empty concept set (key ≠ 0, see
+    :func:`content_keys`) is given to more than ``share`` of at least ``min_items`` items whose
+    inputs differ — an extractor answering the same for everything — else None. A catalog of truly
+    identical listings (same title and text) is not degenerate."""
     n = len(concept_keys)
-    nonempty = concept_keys[concept_keys != 0]
-    if n < min_items or len(nonempty) == 0:
+    if n < min_items or not (concept_keys != 0).any():
         return None
-    _, counts = np.unique(nonempty, return_counts=True)
-    top = int(counts.max())
-    return {"items": top, "share": top / n} if top / n > share else None
+    vals, counts = np.unique(concept_keys[concept_keys != 0], return_counts=True)
+    members = concept_keys == vals[np.argmax(counts)]
+    _, same = np.unique(input_keys[members], return_counts=True)
+    different = int(members.sum() - same.max())  # members whose input differs from the most common one
+    return ({"items": int(members.sum()), "different_inputs": different, "share": float(members.sum() / n)}
+            if different / n > share else None)
 
 
 def _score_in_blocks(fusion: AttentionFusion, slots: SlotSet, i: np.ndarray, j: np.ndarray, tau: float,
