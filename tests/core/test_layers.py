@@ -8,7 +8,7 @@ Layers, top to bottom (a module may import its own layer and the layers its row 
     recsys          itemrep.recsys.*                             -> concepts, encoders, infrastructure
     concepts        itemrep.concepts.*                           -> infrastructure      (not encoders)
     encoders        itemrep.encoders.*                           -> infrastructure      (not concepts)
-    infrastructure  itemrep (the package), catalog, errors, images, cache, runinfo, paths -> infrastructure
+    infrastructure  itemrep (the package), catalog, errors, images, cache, runinfo, paths, fetch -> infrastructure
 
 So: concepts and encoders are siblings (neither imports the other) and never import
 ``itemrep.dedup``; nothing but the CLI modules imports ``itemrep.cli``; nothing in dedup, concepts,
@@ -35,7 +35,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "itemrep"
 
 INFRASTRUCTURE = frozenset({
-    "itemrep", "itemrep.catalog", "itemrep.errors", "itemrep.images", "itemrep.cache", "itemrep.runinfo", "itemrep.paths",
+    "itemrep", "itemrep.catalog", "itemrep.errors", "itemrep.images", "itemrep.cache", "itemrep.runinfo", "itemrep.paths", "itemrep.fetch",
 })  # fmt: skip
 PIPELINE = frozenset({"itemrep.dedup.pipeline", "itemrep.dedup.index"})
 #: The command line: ``itemrep.cli`` and the command groups it mounts (which share its options).
