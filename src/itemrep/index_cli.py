@@ -112,12 +112,15 @@ def add(
     quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
 ) -> None:
     """Assign new items to existing clusters (ids never change) or to new ones, as one atomic batch."""
+    from itemrep.dedup.pipeline import check_out_dir
+
     try:
+        check_out_dir(out)  # before the batch is committed: a bad --out must not leave a batch without its outputs
         cat, kw = _prepare(_options(locals(), catalog=new_catalog), out)
         with _open(index, kw, readonly=False) as idx:
             res = idx.add(cat, existing=existing)
         res.write(out)
-    except (ItemrepError, ValueError) as e:
+    except (ItemrepError, ValueError, OSError) as e:
         _fail(str(e))
     s = res.stats
     if not s.get("committed"):

@@ -384,3 +384,19 @@ def test_cli_build_add_lookup(tmp_path):
     assert lines[0] == "item_id,cluster_id,representative_id,score,match" and len(lines) == 14
     r = runner.invoke(app, ["lookup", str(tmp_path / "day2.csv"), "--index", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "missing: index directory not found" in r.output
+
+
+def test_cli_add_checks_out_before_committing(tmp_path):
+    """An --out that is a file fails before the batch is committed: the index keeps its generation."""
+    from itemrep.index_cli import app
+
+    df = pd.read_csv(SMALL, dtype=str, keep_default_na=False)
+    df.iloc[:30].to_csv(tmp_path / "day1.csv", index=False)
+    df.iloc[30:].to_csv(tmp_path / "day2.csv", index=False)
+    idx, bad = tmp_path / "idx", tmp_path / "file"
+    bad.write_text("x")
+    assert runner.invoke(app, ["build", str(tmp_path / "day1.csv"), "--index", str(idx), "--quiet"]).exit_code == 0
+    r = runner.invoke(app, ["add", str(tmp_path / "day2.csv"), "--index", str(idx), "--out", str(bad), "--quiet"])
+    assert r.exit_code == 2 and "not a directory" in r.output
+    with ClusterIndex.open(idx) as ix:
+        assert ix.registry.generation == 1

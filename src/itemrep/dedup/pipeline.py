@@ -224,7 +224,7 @@ def encode_batch(extractor: ConceptExtractor, encoder: SlotEncoder, items: Seque
     its outputs are plain arrays and an Arrow table that concatenate in order.
 
     Returns:
-        ``(concepts: pa.Table, raw: RawSlots, keys: uint64 (2, n), failures: list[ItemFailure], extractor stats: dict)``.
+        ``(concepts: pa.Table, raw: RawSlots, keys: uint64 (3, n) (see :func:`_keys`), failures: list[ItemFailure], extractor stats: dict)``.
     """
     phashes = [it.phash for it in items]
     if hasattr(extractor, "extract_columns"):  # columnar fast path: no per-concept objects at all

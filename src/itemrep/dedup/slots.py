@@ -372,19 +372,6 @@ class RawSlots:
     counts: dict[str, sp.csr_matrix] = field(default_factory=dict)
     dense: dict[str, np.ndarray] = field(default_factory=dict)
 
-    @staticmethod
-    def concat(parts: Sequence["RawSlots"]) -> "RawSlots":
-        """Stack chunks (same slots in each) in order."""
-        parts = list(parts)
-        keys_c = {k for p in parts for k in p.counts}
-        keys_d = {k for p in parts for k in p.dense}
-        out = RawSlots(n=sum(p.n for p in parts))
-        for k in sorted(keys_c):
-            out.counts[k] = sp.vstack([p.counts[k] for p in parts], format="csr")
-        for k in sorted(keys_d):
-            out.dense[k] = np.vstack([p.dense[k] for p in parts])
-        return out
-
 
 class SlotEncoder:
     """Fitted slot encoders: items and their concepts -> a :class:`SlotSet` (FITRep Sec. 3.1).
