@@ -59,3 +59,117 @@ def csr_pair_dots(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, i: 
             np.asarray(indptr), np.asarray(indices), np.asarray(data),
             np.ascontiguousarray(i, dtype=np.int64), np.ascontiguousarray(j, dtype=np.int64), out)
     return out
+
+
+# ---------------------------------------------------------------------------- top-k selection
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(dr, ir, s, idv):  # pragma: no cover - compiled
+    """Insert (s, idv) into the row (dr, ir), sorted by score descending then id ascending, when
+    it beats the last entry (so the kept set does not depend on the order of the pushes)."""
+    k = len(dr)
+    last = k - 1
+    if s < dr[last] or (s == dr[last] and (ir[last] >= 0 and idv >= ir[last])):
+        return
+    p = last
+    while p > 0 and (s > dr[p - 1] or (s == dr[p - 1] and (ir[p - 1] < 0 or idv < ir[p - 1]))):
+        dr[p] = dr[p - 1]
+        ir[p] = ir[p - 1]
+        p -= 1
+    dr[p] = s
+    ir[p] = idv
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _ivf_scan(q, q_of, qptr, vecs, vptr, vids, nt, dbuf, ibuf):  # pragma: no cover - compiled
+    nl = len(qptr) - 1
+    d = q.shape[1]
+    for t in numba.prange(nt):
+        dt, it = dbuf[t], ibuf[t]
+        for lst in range(t, nl, nt):
+            va, vb = vptr[lst], vptr[lst + 1]
+            if va == vb:
+                continue
+            for e in range(qptr[lst], qptr[lst + 1]):
+                m = q_of[e]
+                qm = q[m]
+                for v in range(va, vb):
+                    x = vecs[v]
+                    s = np.float32(0.0)
+                    for c in range(d):
+                        s += qm[c] * x[c]
+                    _push(dt[m], it[m], s, vids[v])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _merge_topk(dbuf, ibuf, dout, iout):  # pragma: no cover - compiled
+    for m in numba.prange(dout.shape[0]):
+        for t in range(dbuf.shape[0]):
+            for j in range(dbuf.shape[2]):
+                if ibuf[t, m, j] < 0:
+                    break
+                _push(dout[m], iout[m], dbuf[t, m, j], ibuf[t, m, j])
+
+
+def ivf_scan(q: np.ndarray, coarse: np.ndarray, vecs: np.ndarray, vptr: np.ndarray, vids: np.ndarray,
+             k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner products of each query among the vectors of the inverted lists it probes,
+    list by list (each list's vectors are read once for all the queries that probe it, as in
+    ``faiss.contrib.big_batch_search``), on ``threads`` threads, each owning every other list.
+
+    Args:
+        q: float32 (M, d) queries.
+        coarse: int (M, p) lists probed by each query (-1 = none).
+        vecs: float32 (N, d) indexed vectors grouped by list; list ``l`` is rows
+            ``vptr[l]:vptr[l+1]``. vids: int64 (N,) their ids.
+        k: neighbours per query. threads: worker threads.
+
+    Returns:
+        ``(sims float32 (M, k), ids int64 (M, k))`` sorted by similarity descending then id
+        ascending (so the result does not depend on the thread split); id -1 / sim -inf where
+        fewer were found.
+    """
+    m, p = coarse.shape
+    nl = len(vptr) - 1
+    flat = np.asarray(coarse, dtype=np.int64).reshape(-1)
+    ok = flat >= 0
+    lists = flat[ok]
+    qidx = np.repeat(np.arange(m, dtype=np.int64), p)[ok]
+    order = np.argsort(lists, kind="stable")
+    q_of = qidx[order]
+    qptr = np.zeros(nl + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lists, minlength=nl), out=qptr[1:])
+    nt = int(max(1, threads))
+    dbuf = np.full((nt, m, k), -np.inf, dtype=np.float32)
+    ibuf = np.full((nt, m, k), -1, dtype=np.int64)
+    _ivf_scan(np.ascontiguousarray(q, dtype=np.float32), q_of, qptr, vecs, np.asarray(vptr, np.int64),
+              np.asarray(vids, np.int64), nt, dbuf, ibuf)
+    if nt == 1:
+        return dbuf[0], ibuf[0]
+    return merge_topk(dbuf, ibuf)
+
+
+def merge_topk(d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge top-k lists: ``d`` float32 (T, M, k) and ``i`` int64 (T, M, k) (each sorted, id -1 =
+    empty) into the best k per row, ``(float32 (M, k), int64 (M, k))`` sorted by similarity
+    descending then id ascending."""
+    t, m, k = d.shape
+    dout = np.full((m, k), -np.inf, dtype=np.float32)
+    iout = np.full((m, k), -1, dtype=np.int64)
+    _merge_topk(np.ascontiguousarray(d, dtype=np.float32), np.ascontiguousarray(i, dtype=np.int64), dout, iout)
+    return dout, iout
+
+
+@numba.njit(cache=True, nogil=True)
+def topk_rows(s, dout, iout):  # pragma: no cover - compiled
+    """Push every column of each row of ``s`` (float32 (B, C)) into the rows of ``dout``/``iout``
+    (float32 / int64 (B, k), sorted by score descending then column ascending; start them at
+    -inf / -1): afterwards they hold each row's top k columns. Serial (callers parallelise)."""
+    last = dout.shape[1] - 1
+    for r in range(s.shape[0]):
+        dr, ir = dout[r], iout[r]
+        sr = s[r]
+        thr = dr[last]
+        for c in range(s.shape[1]):
+            if sr[c] >= thr:  # columns come in ascending order: a tie with the last never enters
+                _push(dr, ir, sr[c], c)
+                thr = dr[last]

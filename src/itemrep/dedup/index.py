@@ -228,16 +228,22 @@ class _VectorSearch:
     def name(self) -> str:
         return str(self.impl.index_name_)
 
-    def add(self, x: np.ndarray) -> None:
-        """Append rows (ids continue from :attr:`ntotal`)."""
+    def add(self, x: np.ndarray, lists: np.ndarray | None = None) -> None:
+        """Append rows (ids continue from :attr:`ntotal`); ``lists``: their IVF lists when known
+        (from :meth:`search`)."""
         if len(x):
-            self.impl.add(np.ascontiguousarray(x, dtype=np.float32))
+            self.impl.add(np.ascontiguousarray(x, dtype=np.float32), lists=lists)
 
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(sims float32 (n, k), ids int64 (n, k))``; id -1 where fewer than k rows are reachable."""
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(sims float32 (n, k), ids int64 (n, k), lists)``; id -1 where fewer than k rows are
+        reachable; ``lists``: int (n,) the IVF list each query would join (None for the exact
+        index or a small batch), to pass to :meth:`add`."""
         if len(q) == 0:
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        return self.impl.search(np.ascontiguousarray(q, dtype=np.float32), k)
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), None
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        coarse = self.impl.assign(q) if len(q) >= self.impl.batch_min else None
+        sims, ids = self.impl.search(q, k, coarse=coarse)
+        return sims, ids, (None if coarse is None else coarse[:, 0])
 
     def save(self, d: Path) -> None:
         """Write ``faiss.index`` + ``search.json`` into directory ``d`` (created)."""
@@ -415,6 +421,7 @@ class _Plan:
     rejected: list  # (kept, other, item, reason)
     size_delta: dict
     stats: dict
+    lists: np.ndarray | None = None  # (n,) IVF list of each new item (from the search), or None
 
 
 # ---------------------------------------------------------------------------------------- index
@@ -563,7 +570,7 @@ class ClusterIndex:
                     "model_class": f"{type(model).__module__}:{type(model).__qualname__}"}
             model.save(d / "model")
             gen = 1
-            seg = cls._write_segment(d, gen, enc)
+            seg = cls._write_segment(d, gen, enc, clusters["cluster_id"].to_numpy())
             search = _VectorSearch.fit(enc.vectors, _clusterer_of(model))
             search.save(d / "search" / _gen_name(gen))
             _fsync_tree(d / "search" / _gen_name(gen))
@@ -632,7 +639,10 @@ class ClusterIndex:
                 p.unlink()
 
     @staticmethod
-    def _write_segment(d: Path, gen: int, enc) -> int:
+    def _write_segment(d: Path, gen: int, enc, clusters: Sequence[str]) -> int:
+        """Write one segment: ``ids.parquet`` (item id, content key and the cluster id the item was
+        assigned when it was added: items never leave that cluster except by a logged merge, so
+        the registry's alias resolution of it gives the live cluster), ``vectors.npy``, slots."""
         seg = d / "segments" / _gen_name(gen)
         if seg.exists():
             shutil.rmtree(seg)
@@ -641,7 +651,8 @@ class ClusterIndex:
         keys = _enc_keys(enc)
         if keys is None:  # no content keys from the model: one key per id, so none is shared
             keys = _id_keys(ids)
-        pd.DataFrame({"item_id": ids, "key": keys}).to_parquet(seg / "ids.parquet", index=False)
+        pd.DataFrame({"item_id": ids, "key": keys, "cluster_id": np.asarray(clusters, dtype=object).astype(str)}).to_parquet(
+            seg / "ids.parquet", index=False)
         np.save(seg / "vectors.npy", np.ascontiguousarray(enc.vectors, dtype=np.float32))
         enc.slots.save(seg, "slots")
         _fsync_tree(seg)
@@ -670,7 +681,7 @@ class ClusterIndex:
         self.generation = reg.generation
         man = json.loads(reg.get_meta("manifest") or "{}")
         self.manifest = man
-        ids, keys, segs = [], [], []
+        ids, keys, segs, assigned = [], [], [], []
         off = 0
         for gen, n in man.get("segments", []):
             sd = self.index_dir / "segments" / _gen_name(gen)
@@ -683,11 +694,16 @@ class ClusterIndex:
                 raise IndexDirError(f"{sd}: {len(t)} rows, the registry says {n}; the index is damaged, rebuild it")
             ids.append(t["item_id"].to_numpy(dtype=object))
             keys.append(t["key"].to_numpy(dtype=np.uint64))
+            assigned.append(t["cluster_id"].to_numpy(dtype=object) if "cluster_id" in t.columns else None)
             segs.append((off, int(n), gen, slots))
             off += int(n)
         self._ids = np.concatenate(ids) if ids else np.zeros(0, dtype=object)
         self._keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
         self._segs = segs
+        # cluster assigned to each row when it was added (segments written before this column
+        # existed: None, the registry is asked instead)
+        self._row_cluster = (np.concatenate(assigned) if assigned and all(a is not None for a in assigned)
+                             else (np.zeros(0, dtype=object) if not assigned else None))
         self._row_index = None
         self._key_order = None
         s_gen = int(man.get("search", 0))
@@ -711,9 +727,23 @@ class ClusterIndex:
 
     def _rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """int64 row of each item id (-1 when not indexed)."""
-        if self._row_index is None:
-            self._row_index = pd.Index(self._ids)
-        return self._row_index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object))).astype(np.int64)
+        if self._row_index is None:  # id -> row, built once and extended by each committed batch
+            self._row_index = dict(zip(self._ids.tolist(), range(len(self._ids))))
+        get = self._row_index.get
+        return np.fromiter((get(x, -1) for x in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def _live_clusters(self, rows: np.ndarray) -> np.ndarray:
+        """Live cluster id (str) of each indexed row in ``rows`` (int64)."""
+        if self._row_cluster is not None:
+            assigned = self._row_cluster[rows]
+            uniq, inv = np.unique(assigned.astype(str), return_inverse=True)
+            return np.asarray(self.registry.resolve(uniq.tolist()), dtype=object).astype(str)[inv.reshape(-1)]
+        uid = self._ids[rows].astype(str)
+        cmap = self.registry.get_clusters(list(uid), resolve=True)
+        if len(cmap) < len(uid):
+            miss = next(x for x in uid if x not in cmap)
+            raise IndexDirError(f"{self.index_dir}: indexed item {miss!r} has no registry row; the index is damaged")
+        return np.asarray([cmap[x] for x in uid], dtype=object).astype(str)
 
     def _row_parts(self, rows: np.ndarray) -> list:
         """``[(segment SlotSet, local rows)]`` covering the indexed rows ``rows`` (sorted, unique int64)."""
@@ -729,7 +759,7 @@ class ClusterIndex:
         """Score new items against their k nearest indexed rows (and, in the same call, ``extra``
         pairs among the new items).
 
-        Returns ``(S, m, cand, clusters, s_extra)``:
+        Returns ``(S, m, cand, clusters, s_extra, lists)``:
 
         * ``S``: a SlotSet with the m needed indexed rows first, then the new items (new item i is
           row ``m + i``);
@@ -739,7 +769,8 @@ class ClusterIndex:
           ``g >= τ - guard_margin`` unless forced;
         * ``clusters``: live cluster id -> ``(rep position in S, created_batch, size,
           representative_id)`` for every cluster touched by a neighbour;
-        * ``s_extra``: float32 scores of the ``extra`` pairs (rows of the new items), or None.
+        * ``s_extra``: float32 scores of the ``extra`` pairs (rows of the new items), or None;
+        * ``lists``: the IVF list of each new item for the search's :meth:`_VectorSearch.add`, or None.
         """
         n = len(enc.ids)
         kk = int(min(self.k, self.n_rows))
@@ -750,8 +781,8 @@ class ClusterIndex:
                                                                                         np.asarray(extra[1], np.int64))
         if kk == 0 or n == 0:
             s_extra = self._score(enc.slots, ea, eb) if len(ea) else np.zeros(0, np.float32)
-            return enc.slots, 0, empty(), {}, (s_extra if extra is not None else None)
-        _, rows = self._search.search(enc.vectors, kk)
+            return enc.slots, 0, empty(), {}, (s_extra if extra is not None else None), None
+        _, rows, lists = self._search.search(enc.vectors, kk)
         qi = np.repeat(np.arange(n, dtype=np.int64), kk)
         orow = rows.reshape(-1)
         ok = orow >= 0
@@ -765,12 +796,7 @@ class ClusterIndex:
             forced = np.concatenate([forced, np.ones(len(hit_i), bool)])
         # the live cluster of every neighbour, and each touched cluster's representative
         uniq, inv = np.unique(orow, return_inverse=True)
-        uid = self._ids[uniq].astype(str)
-        cmap = self.registry.get_clusters(list(uid), resolve=True)
-        if len(cmap) < len(uid):
-            miss = next(x for x in uid if x not in cmap)
-            raise IndexDirError(f"{self.index_dir}: indexed item {miss!r} has no registry row; the index is damaged")
-        ucl = np.asarray([cmap[x] for x in uid], dtype=object).astype(str)
+        ucl = self._live_clusters(uniq)
         touched, ucidx = np.unique(ucl, return_inverse=True)
         cidx = ucidx.reshape(-1)[inv.reshape(-1)]  # touched-cluster index of every (i, neighbour) pair
         info = self.registry.describe_clusters(touched.tolist())
@@ -809,7 +835,7 @@ class ClusterIndex:
                                  "forced": f_any[keep], "rep_pos": rep_pos[k % T], "g": g[keep]})
         else:
             cand = empty()
-        return S, m, cand, clusters, (s_extra if extra is not None else None)
+        return S, m, cand, clusters, (s_extra if extra is not None else None), lists
 
     def _key_hits(self, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``(i, row)``: new item i has the content key of indexed row ``row`` (one row per item)."""
@@ -830,7 +856,7 @@ class ClusterIndex:
         n = len(ids)
         tau, floor = self.tau, self.tau - self.guard_margin
         ni, nj = self._clusterer.candidates(enc.vectors)  # candidate pairs inside the batch
-        S, m, cand, clusters, s_nn = self._match_old(enc, extra=(ni, nj))
+        S, m, cand, clusters, s_nn, lists = self._match_old(enc, extra=(ni, nj))
         t_old = time.perf_counter() - t0
         score = self._score
         sc = np.ones(n, dtype=np.float32)  # each item's score to its representative
@@ -963,7 +989,7 @@ class ClusterIndex:
                  "n_bridges_rejected": len(rejected), "n_candidate_old_edges": int(len(cand)),
                  "match_old_seconds": round(t_old, 3), "plan_seconds": round(time.perf_counter() - t0, 3)}
         return _Plan(ids=ids, cluster=assign, rep=rep, score=sc, match=match, new_clusters=new_clusters, merges=merges,
-                     rejected=rejected, size_delta=delta, stats=stats)
+                     rejected=rejected, size_delta=delta, stats=stats, lists=lists)
 
     # ------------------------------------------------------------------ add
     def add(self, catalog: Catalog, existing: str = "error") -> AddResult:
@@ -1016,10 +1042,10 @@ class ClusterIndex:
             t2 = time.perf_counter()
             mutated = False
             try:
-                n_seg = self._write_segment(self.index_dir, batch, enc)
+                n_seg = self._write_segment(self.index_dir, batch, enc, plan.cluster)
                 _hook("after_segment")
                 mutated = True
-                self._search.add(enc.vectors)
+                self._search.add(enc.vectors, plan.lists)
                 since = self._search.ntotal - self._search_rows
                 s_gen = int(self.manifest.get("search", 1))
                 if since > self.snapshot_fraction * max(self._search_rows, 1):
@@ -1049,14 +1075,23 @@ class ClusterIndex:
             # committed: move the in-memory state forward
             self.generation = batch
             self.manifest = manifest
+            n0 = len(self._ids)
+            if self._row_index is not None:
+                self._row_index.update(zip(plan.ids.tolist(), range(n0, n0 + len(plan.ids))))
             self._ids = np.concatenate([self._ids, plan.ids.astype(object)])
+            if self._row_cluster is not None:
+                self._row_cluster = np.concatenate([self._row_cluster, plan.cluster.astype(str).astype(object)])
             nk = _enc_keys(enc)
-            self._keys = np.concatenate([self._keys, nk if nk is not None else _id_keys(plan.ids)])
-            self._key_order = None
+            nk = nk if nk is not None else _id_keys(plan.ids)
+            self._keys = np.concatenate([self._keys, nk])
+            if self._key_order is not None:  # merge the new keys into the sorted view (no full sort)
+                o = np.argsort(nk, kind="stable")
+                at = np.searchsorted(self._keys_sorted, nk[o], side="right")
+                self._keys_sorted = np.insert(self._keys_sorted, at, nk[o])
+                self._key_order = np.insert(self._key_order, at, n0 + o)
             sd = self.index_dir / "segments" / _gen_name(batch)
             self._segs.append((self._segs[-1][0] + self._segs[-1][1] if self._segs else 0, n_seg, batch,
                                SlotSet.load(sd, "slots", mmap=True)))
-            self._row_index = None
             if s_gen == batch:
                 self._search_rows = self._search.ntotal
                 self._drop_old_snapshots(keep=s_gen)
@@ -1128,7 +1163,7 @@ class ClusterIndex:
             sub = catalog.subset(todo) if len(todo) < len(ids) else catalog
             with _single_threaded(len(todo) <= 256):
                 enc = self.model.transform(sub)
-                _, _, cand, clusters, _ = self._match_old(enc)
+                _, _, cand, clusters, _, _ = self._match_old(enc)
             if len(cand):
                 pos_of = {x: k for k, x in enumerate(ids)}
                 best = _best_per_item(cand)
