@@ -17,9 +17,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+_PROC: dict[int, psutil.Process] = {}
+
+
 def rss_mb() -> float:
     """Current resident set size of this process, in MiB."""
-    return psutil.Process().memory_info().rss / 2**20
+    import os
+
+    pid = os.getpid()  # one Process object per pid (a forked worker gets its own)
+    proc = _PROC.get(pid)
+    if proc is None:
+        proc = _PROC[pid] = psutil.Process(pid)
+    return proc.memory_info().rss / 2**20
 
 
 class StageTimer:

@@ -266,6 +266,8 @@ def _gather_slots(parts: list) -> object:
     """
     import scipy.sparse as sp
 
+    from itemrep.dedup._kernels import csr_take
+
     first = parts[0][0]
     cls = type(first)
     if any(s.names != first.names for s, _ in parts) or not all(
@@ -277,19 +279,23 @@ def _gather_slots(parts: list) -> object:
             datas, inds, lens = [], [], []
             for s, rows in parts:
                 m = s.matrices[name]
-                st = np.asarray(m.indptr[rows], dtype=np.int64)
-                ln = np.asarray(m.indptr[rows + 1], dtype=np.int64) - st
-                tot = int(ln.sum())
-                if tot:
-                    offs = np.repeat(st - (np.cumsum(ln) - ln), ln) + np.arange(tot, dtype=np.int64)
-                    datas.append(np.asarray(m.data[offs], dtype=np.float32))
-                    inds.append(np.asarray(m.indices[offs], dtype=np.int32))
+                if len(rows) >= 256:  # compiled copy; below, its call overhead exceeds numpy's
+                    ptr, ind, dat = csr_take(m.indptr, m.indices, m.data, rows)
+                    ln = np.diff(ptr)
+                else:
+                    st = np.asarray(m.indptr[rows], dtype=np.int64)
+                    ln = np.asarray(m.indptr[rows + 1], dtype=np.int64) - st
+                    offs = np.repeat(st - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
+                    dat = np.asarray(m.data[offs], dtype=np.float32)
+                    ind = np.asarray(m.indices[offs], dtype=np.int32)
+                datas.append(dat)
+                inds.append(ind)
                 lens.append(ln)
             ln = np.concatenate(lens)
             indptr = np.zeros(len(ln) + 1, dtype=np.int64)
             np.cumsum(ln, out=indptr[1:])
-            data = np.concatenate(datas) if datas else np.zeros(0, np.float32)
-            ind = np.concatenate(inds) if inds else np.zeros(0, np.int32)
+            data = np.concatenate(datas) if len(datas) > 1 else datas[0]
+            ind = np.concatenate(inds) if len(inds) > 1 else inds[0]
             out = sp.csr_matrix((data, ind, indptr), shape=(len(ln), m0.shape[1]), copy=False)
             out.has_sorted_indices = all(bool(getattr(s.matrices[name], "has_sorted_indices", False)) for s, _ in parts)
             mats[name] = out
@@ -396,15 +402,16 @@ def _changes_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df[CHANGE_COLUMNS]
 
 
-def _best_per_item(cand: pd.DataFrame) -> dict:
-    """The chosen cluster of each item in ``cand``: a forced (content-key) match first, then the
-    best edge, then the smaller cluster id. Returns a dict of arrays ``i, c, s, g``."""
-    c = cand["c"].to_numpy(dtype=object).astype(str)
-    i = cand["i"].to_numpy()
-    o = np.lexsort((c, -cand["s"].to_numpy(), ~cand["forced"].to_numpy(bool), i))
-    first = np.r_[True, i[o][1:] != i[o][:-1]]
+def _best_per_item(cand: dict) -> dict:
+    """The chosen cluster of each item in ``cand`` (dict of arrays, see ``_match_old``): a forced
+    (content-key) match first, then the best edge, then the smaller cluster id. Returns a dict of
+    arrays ``i, c, s, g``."""
+    c = np.asarray(cand["c"], dtype=object).astype(str)
+    i = np.asarray(cand["i"])
+    o = np.lexsort((c, -np.asarray(cand["s"]), ~np.asarray(cand["forced"], bool), i))
+    first = np.r_[True, i[o][1:] != i[o][:-1]] if len(o) else np.zeros(0, bool)
     o = o[first]
-    return {"i": i[o], "c": c[o].astype(object), "s": cand["s"].to_numpy()[o], "g": cand["g"].to_numpy()[o]}
+    return {"i": i[o], "c": c[o].astype(object), "s": np.asarray(cand["s"])[o], "g": np.asarray(cand["g"])[o]}
 
 
 @dataclass
@@ -763,7 +770,7 @@ class ClusterIndex:
 
         * ``S``: a SlotSet with the m needed indexed rows first, then the new items (new item i is
           row ``m + i``);
-        * ``cand``: DataFrame ``i, c, s, forced, rep_pos, g`` — per new item i and live cluster c
+        * ``cand``: dict of equal-length arrays ``i, c, s, forced, rep_pos, g`` — per new item i and live cluster c
           with an edge ``>= τ`` (or a shared content key, ``forced``): the best edge s, the
           position of c's representative in S and the score g to it; restricted to
           ``g >= τ - guard_margin`` unless forced;
@@ -775,8 +782,8 @@ class ClusterIndex:
         n = len(enc.ids)
         kk = int(min(self.k, self.n_rows))
         def empty():
-            return pd.DataFrame({"i": np.zeros(0, np.int64), "c": np.zeros(0, object), "s": np.zeros(0, np.float32),
-                                 "forced": np.zeros(0, bool), "rep_pos": np.zeros(0, np.int64), "g": np.zeros(0, np.float32)})
+            return {"i": np.zeros(0, np.int64), "c": np.zeros(0, object), "s": np.zeros(0, np.float32),
+                    "forced": np.zeros(0, bool), "rep_pos": np.zeros(0, np.int64), "g": np.zeros(0, np.float32)}
         ea, eb = (np.zeros(0, np.int64), np.zeros(0, np.int64)) if extra is None else (np.asarray(extra[0], np.int64),
                                                                                         np.asarray(extra[1], np.int64))
         if kk == 0 or n == 0:
@@ -809,13 +816,11 @@ class ClusterIndex:
         S = _gather_slots(self._row_parts(needed) + [(enc.slots, np.arange(n, dtype=np.int64))])
         m = len(needed)
         rep_pos = np.searchsorted(needed, rep_rows)
-        # one scoring call: the edges, each (item, touched cluster) against the representative, the extra pairs
+        # the edges and the extra pairs, then each (item, touched cluster) with a passing edge
+        # against the cluster's representative
         T = len(touched)
-        ic = np.unique(qi * T + cidx)
-        gi, gc = ic // T, ic % T
-        sc = self._score(S, np.concatenate([m + qi, m + gi, m + ea]),
-                         np.concatenate([np.searchsorted(needed, orow), rep_pos[gc], m + eb]))
-        s_on, g_all, s_extra = sc[:len(qi)], sc[len(qi):len(qi) + len(gi)], sc[len(qi) + len(gi):]
+        sc = self._score(S, np.concatenate([m + qi, m + ea]), np.concatenate([np.searchsorted(needed, orow), m + eb]))
+        s_on, s_extra = sc[:len(qi)], sc[len(qi):]
         clusters = {c: (int(p), int(info[c][2]), int(info[c][1]), str(r))
                     for c, p, r in zip(touched.tolist(), rep_pos.tolist(), rep_ids.tolist())}
         e = (s_on >= self.tau) | forced
@@ -828,11 +833,11 @@ class ClusterIndex:
             k = key[start]
             s_max = np.maximum.reduceat(s_e, start)
             f_any = np.logical_or.reduceat(f_e, start)
-            g = g_all[np.searchsorted(ic, k)].astype(np.float32)
+            g = self._score(S, m + k // T, rep_pos[k % T]).astype(np.float32)
             keep = (g >= self.tau - self.guard_margin) | f_any
             k = k[keep]
-            cand = pd.DataFrame({"i": k // T, "c": touched[k % T].astype(object), "s": s_max[keep].astype(np.float32),
-                                 "forced": f_any[keep], "rep_pos": rep_pos[k % T], "g": g[keep]})
+            cand = {"i": k // T, "c": touched[k % T].astype(object), "s": s_max[keep].astype(np.float32),
+                    "forced": f_any[keep], "rep_pos": rep_pos[k % T], "g": g[keep]}
         else:
             cand = empty()
         return S, m, cand, clusters, (s_extra if extra is not None else None), lists
@@ -857,6 +862,8 @@ class ClusterIndex:
         tau, floor = self.tau, self.tau - self.guard_margin
         ni, nj = self._clusterer.candidates(enc.vectors)  # candidate pairs inside the batch
         S, m, cand, clusters, s_nn, lists = self._match_old(enc, extra=(ni, nj))
+        best = _best_per_item(cand)
+        cand = pd.DataFrame(cand)
         t_old = time.perf_counter() - t0
         score = self._score
         sc = np.ones(n, dtype=np.float32)  # each item's score to its representative
@@ -904,7 +911,6 @@ class ClusterIndex:
         assign = np.full(n, None, dtype=object)
         rescore = []  # items whose cluster was merged this batch: their representative changed
         if len(cand):
-            best = _best_per_item(cand)
             for i, c, g in zip(best["i"].tolist(), best["c"].tolist(), best["g"].tolist()):
                 assign[i] = find(c)
                 sc[i] = g
@@ -1164,15 +1170,14 @@ class ClusterIndex:
             with _single_threaded(len(todo) <= 256):
                 enc = self.model.transform(sub)
                 _, _, cand, clusters, _, _ = self._match_old(enc)
-            if len(cand):
+            if len(cand["i"]):
                 pos_of = {x: k for k, x in enumerate(ids)}
                 best = _best_per_item(cand)
                 for i, c, g in zip(best["i"].tolist(), best["c"].tolist(), best["g"].tolist()):
                     k = pos_of[str(enc.ids[i])]
                     cid[k], rid[k], score[k], match[k] = c, clusters[c][3], g, "existing"
-        return pd.DataFrame({"item_id": pd.Series(ids, dtype=object), "cluster_id": pd.Series(cid, dtype=object),
-                             "representative_id": pd.Series(rid, dtype=object), "score": score,
-                             "match": pd.Series(match, dtype=object)})[LOOKUP_COLUMNS]
+        cols = {"item_id": ids, "cluster_id": cid, "representative_id": rid, "score": score, "match": match}
+        return pd.DataFrame({c: (v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object)) for c, v in cols.items()})
 
     # ------------------------------------------------------------------ reading
     def assignments(self) -> pd.DataFrame:

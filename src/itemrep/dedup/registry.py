@@ -309,6 +309,7 @@ class SQLiteRegistry(ClusterRegistry):
                 self._con = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
                 self._con.execute("PRAGMA journal_mode=WAL")
                 self._con.execute("PRAGMA synchronous=FULL")
+                self._con.execute("PRAGMA wal_autocheckpoint=16384")
                 self._con.executescript(_SCHEMA)
             fmt = self._con.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         except sqlite3.DatabaseError as e:
