@@ -418,9 +418,28 @@ def test_batch_search_after_add_matches_faiss():
     cs = CandidateSearch(k=5, exact_max=100, nlist=16, nprobe=4, batch_min=1).fit(x[:400])
     cs.search(x[:50])  # builds the list-grouped copy
     cs.add(x[400:])  # ... which the add must extend
-    s_bat, i_bat = cs.search(x)
+    q = x[::7]  # few queries per list: the compiled scan (many: one BLAS product per list)
+    s_bat, i_bat = cs.search(q)
     cs.batch_min = 10**9
-    s_ref, i_ref = cs.search(x)
+    s_ref, i_ref = cs.search(q)
     np.testing.assert_allclose(s_bat, s_ref, atol=1e-5)
     agree = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i_bat.tolist(), i_ref.tolist())])
     assert agree > 0.99 and i_bat.max() >= 400
+
+
+def test_nearest_neighbour_rule_is_opt_in_and_keeps_each_items_best_pair():
+    ids = ["a", "b", "c", "d", "e"]
+    i = np.array([0, 0, 2, 3])
+    j = np.array([1, 2, 3, 4])
+    s = np.array([0.9, 0.3, 0.42, 0.2], np.float32)
+    off = NearDuplicateClusterer(threshold=0.5, guard=False)
+    assert off.nearest_edges(5, i, j, s) is None and off.min_edge_score == 0.5
+    cl = off.cluster(5, i, j, s, ids)
+    assert len(set(cl.cluster_id)) == 4  # only a-b merged
+    on = NearDuplicateClusterer(threshold=0.5, guard=False, nn_threshold=0.4)
+    assert on.min_edge_score == pytest.approx(0.4)
+    np.testing.assert_array_equal(on.nearest_edges(5, i, j, s), [True, False, True, False])
+    cl = on.cluster(5, i, j, s, ids)
+    assert cl.cluster_id[2] == cl.cluster_id[3] != cl.cluster_id[0]  # c-d kept by the rule (0.42 >= 0.4)
+    assert cl.cluster_id[4] not in cl.cluster_id[:4]  # e's best pair (0.2) is below the rule's threshold
+    np.testing.assert_array_equal(on.edge_mask(5, i, j, s), [True, False, True, False])

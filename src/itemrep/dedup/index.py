@@ -303,7 +303,7 @@ def _gather_slots(parts: list) -> object:
             mats[name] = np.concatenate([np.asarray(s.matrices[name][r], dtype=np.float32) for s, r in parts])
     sal = {k: np.concatenate([np.asarray(s.salience[k])[r] for s, r in parts]) for k in first.salience}
     return cls(matrices=mats, levels=dict(first.levels), salience=sal, conflict_slots=list(first.conflict_slots),
-               knots=dict(first.knots))
+               knots=dict(first.knots), modal_slots=list(getattr(first, "modal_slots", [])))
 
 
 @contextlib.contextmanager
