@@ -154,13 +154,33 @@ class AttentionFusion:
     def pair_similarity(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact edge score of pairs and its per-feature terms.
 
+        When a pair lacks a *modal* slot (``slots.modal_slots``: photo, description, ...) on either
+        side, the weight α_m of that slot says nothing about the pair, so every term is divided by
+        ``1 - Σ_{m missing} α_m``: the score is renormalised over the slots both items have (a
+        model fitted with a phash slot keeps its scale on items without a photo). Attribute slots
+        are not renormalised: an attribute one side lacks is evidence.
+
         Returns:
-            ``(sim, terms)``: float32 (E,) with sim = Σ α_k cos_k + Σ β match - Σ γ_c conf_c, and
-            float32 (E, F) terms in ``slots.feature_names`` order (α_k cos_k, -γ_c conf_c, β match).
+            ``(sim, terms)``: float32 (E,) with sim = (Σ α_k cos_k + Σ β match - Σ γ_c conf_c) / ρ,
+            ρ = 1 - Σ_{modal m missing on i or j} α_m, and float32 (E, F) terms in
+            ``slots.feature_names`` order (α_k cos_k / ρ, -γ_c conf_c / ρ, β match / ρ), which add
+            up to sim.
         """
         feats = slots.pair_features(i, j)
-        w = np.concatenate([self.weights(slots), -self.penalties(slots), self.bonuses(slots)]).astype(np.float32)
+        alpha = self.weights(slots)
+        w = np.concatenate([alpha, -self.penalties(slots), self.bonuses(slots)]).astype(np.float32)
         terms = feats * w[None, :]
+        modal = [(k, n) for k, n in enumerate(slots.names) if n in set(getattr(slots, "modal_slots", ())) and alpha[k] > 0]
+        if modal and len(terms):
+            ia, ja = np.asarray(i), np.asarray(j)
+            missing = np.zeros(len(terms), dtype=np.float64)
+            for k, n in modal:
+                pres = slots.presence(n)
+                missing += alpha[k] * ~(pres[ia] & pres[ja])
+            rho = 1.0 - missing
+            scale = np.where(rho > 1e-6, 1.0 / np.maximum(rho, 1e-6), 1.0).astype(np.float32)
+            if np.any(scale != 1.0):
+                terms *= scale[:, None]
         return terms.sum(axis=1), terms
 
     # ------------------------------------------------------------------ learning

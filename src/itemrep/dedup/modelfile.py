@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from itemrep.errors import ModelDirError
 
-KNOWN_SOURCES = ("primary_text", "auxiliary_text", "phash", "external")
+KNOWN_SOURCES = ("primary_text", "auxiliary_text", "description_text", "phash", "external")
 KNOWN_ENCODERS = ("tfidf_word", "tfidf_word12", "tfidf_char", "dense", "phash", "external")
 
 
@@ -45,6 +45,7 @@ class _ParamsModel(BaseModel):
     tau: float = Field(gt=0.0, le=2.0)
     guard: bool
     guard_margin: float = Field(ge=0.0, le=2.0)
+    nn_threshold: float | None = Field(default=None, gt=-2.0, le=2.0)
     images: Literal["auto", "on", "off"]
     ocr: bool
     edge_score: Literal["exact", "reduced"]

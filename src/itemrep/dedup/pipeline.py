@@ -51,7 +51,7 @@ from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer, candidate_
 from itemrep.dedup.fusion import AttentionFusion
 from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
 from itemrep.dedup.reduce import load_reducer, make_reducer
-from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, RawSlots, SlotEncoder, SlotSet, SlotSpec
+from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, DESCRIPTION_LEVEL, RawSlots, SlotEncoder, SlotSet, SlotSpec, concept_level
 from itemrep.errors import ItemFailure, ModelDirError
 from itemrep.runinfo import Progress, StageTimer
 
@@ -234,7 +234,7 @@ def encode_batch(extractor: ConceptExtractor, encoder: SlotEncoder, items: Seque
     else:
         hier = extractor.extract(items)
         table = concepts_table(hier)
-        concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
+        concepts = [[(c.slot, c.value, concept_level(c.level, c.source)) for c in h.concepts] for h in hier]
         errors = [h.error for h in hier]
     fails = [ItemFailure(it.item_id, "extract", "concepts", e, it.row) for it, e in zip(items, errors) if e]
     raw = encoder.count(concepts, phashes)
@@ -248,17 +248,19 @@ def _columns_table(cols: dict[str, list]) -> pa.Table:
 
 def _group_columns(cols: dict[str, list], n: int) -> tuple[list[list[tuple[str, str, str]]], list[str | None]]:
     """Per-item ``(slot, value, level)`` lists and errors from concept columns whose rows are
-    grouped by item in item order (every item has at least one row)."""
+    grouped by item in item order (every item has at least one row); concepts of the description
+    text get level :data:`~itemrep.dedup.slots.DESCRIPTION_LEVEL` (see :func:`~itemrep.dedup.slots.concept_level`)."""
     concepts: list[list[tuple[str, str, str]]] = []
     errors: list[str | None] = []
     prev = object()
-    for iid, slot, value, level, err in zip(cols["item_id"], cols["slot"], cols["value"], cols["level"], cols["error"]):
+    for iid, slot, value, level, src, err in zip(cols["item_id"], cols["slot"], cols["value"], cols["level"], cols["source"],
+                                                 cols["error"]):
         if iid != prev:
             concepts.append([])
             errors.append(err)
             prev = iid
         if slot is not None:
-            concepts[-1].append((slot, value, level))
+            concepts[-1].append((slot, value, DESCRIPTION_LEVEL if src == "text" else level))
     if len(concepts) != n:
         raise RuntimeError(f"extractor returned concepts for {len(concepts)} of {n} items")
     return concepts, errors
@@ -468,7 +470,7 @@ class FITRep:
             hier = [h.merged(v) for h, v in zip(hier, res.hierarchies)]
             failures.extend(res.failures)
             stats["images"] = res.stats
-        concepts = [[(c.slot, c.value, c.level) for c in h.concepts] for h in hier]
+        concepts = [[(c.slot, c.value, concept_level(c.level, c.source)) for c in h.concepts] for h in hier]
         raw = encoder.count(concepts, phashes, external=dict(res.slots))
         return concepts_table(hier), [raw], _keys(concepts, phashes, items), failures
 
@@ -663,7 +665,7 @@ class FITRep:
             step(1)
             # exact scores come with their per-term breakdown: keep it for the kept edges (edges.parquet)
             if self.edge_score == "exact":
-                score, kept_terms = _score_in_blocks(fusion, enc.slots, i, j, clusterer.threshold)
+                score, kept_terms = _score_in_blocks(fusion, enc.slots, i, j, clusterer.min_edge_score)
             else:
                 score, kept_terms = self._scorer(enc, fusion)(i, j), None
             step(1)
@@ -683,9 +685,12 @@ class FITRep:
                 "representative_id": ids[cl.representative[back]],
                 "similarity": cl.similarity[back].astype(np.float32),
             })
-            keep = score >= clusterer.threshold
+            keep = clusterer.edge_mask(len(ids), i, j, score)
             ki, kj = i[keep], j[keep]
-            terms = kept_terms if kept_terms is not None else _score_in_blocks(fusion, enc.slots, ki, kj, -np.inf)[1]
+            if kept_terms is not None:  # terms of the pairs scoring >= min_edge_score; keep those that are edges
+                terms = kept_terms[keep[score >= clusterer.min_edge_score]]
+            else:
+                terms = _score_in_blocks(fusion, enc.slots, ki, kj, -np.inf)[1]
             edges = pd.DataFrame({"item_a": ids[ki], "item_b": ids[kj], "similarity": score[keep].astype(np.float32)})
             for k, name in enumerate(enc.slots.feature_names):
                 edges[f"term_{name}"] = terms[:, k]
@@ -734,6 +739,7 @@ class FITRep:
             "tau": c.threshold,
             "guard": c.guard,
             "guard_margin": c.guard_margin,
+            "nn_threshold": c.nn_threshold,
             "images": self.images,
             "ocr": self.ocr,
             "edge_score": self.edge_score,
@@ -810,7 +816,8 @@ class FITRep:
         specs = tuple(SlotSpec(**dict(s, knots=tuple(s.get("knots", ())))) for s in prm.get("slot_specs", [])) or DEFAULT_SLOT_SPECS
         kw = dict(
             text_encoder=prm["text_encoder"], slot_specs=specs, reducer=prm["reducer"],
-            clusterer=NearDuplicateClusterer(threshold=prm["tau"], k=prm["k"], guard=prm["guard"], guard_margin=prm["guard_margin"]),
+            clusterer=NearDuplicateClusterer(threshold=prm["tau"], k=prm["k"], guard=prm["guard"], guard_margin=prm["guard_margin"],
+                                             nn_threshold=prm.get("nn_threshold")),
             images=prm["images"], ocr=prm["ocr"], edge_score=prm["edge_score"], random_state=prm["random_state"],
             fusion=AttentionFusion.from_dict(payload["fusion"]),
         )

@@ -58,6 +58,23 @@ from itemrep.errors import ModelDirError
 #: Concept slots whose values are not text for the text slots (handled by their own slot).
 _NON_TEXT_SLOTS = {"visual_object", "visual_context", "visual_region", "ocr_primary", "ocr_auxiliary"}
 
+#: Level given, in the slot view, to concepts read from an item's description text (concept
+#: source ``"text"``): they feed the ``description`` slot only, never the title's primary slots or
+#: the attribute slots, so a long description cannot drown the title (issue #10, transfer).
+DESCRIPTION_LEVEL = "description"
+
+#: Slot encoders / sources whose absence on an item means "no data" (no photo, no description),
+#: not "no such attribute": pair scores are renormalised over the ones both items have (see
+#: :meth:`SlotSet.modal_slots` and :meth:`~itemrep.dedup.fusion.AttentionFusion.pair_similarity`).
+MODAL_ENCODERS = frozenset({"phash", "external", "dense"})
+MODAL_SOURCES = frozenset({"description_text"})
+
+
+def concept_level(level: str | None, source: str | None) -> str | None:
+    """The level a concept has in the slot view: :data:`DESCRIPTION_LEVEL` for concepts of the
+    description text (``source == "text"``), else its own level."""
+    return DESCRIPTION_LEVEL if source == "text" else level
+
 #: Version of the saved slot-encoder state (``slots.json``); bumped when the layout changes.
 SLOT_ENCODER_FORMAT = 1
 
@@ -76,9 +93,10 @@ class SlotSpec:
     Attributes:
         name: slot name (a key of α).
         level: ``"primary"`` or ``"auxiliary"`` (drives the default α).
-        source: ``"primary_text"`` (all primary text concepts), ``"concepts:a,b"`` (values of the
-            listed concept slots, each value one token), ``"auxiliary_text"``, ``"phash"``,
-            ``"external"`` (a precomputed matrix passed in, e.g. image embeddings).
+        source: ``"primary_text"`` (all primary text concepts of the title), ``"concepts:a,b"``
+            (values of the listed concept slots of the title, each value one token),
+            ``"auxiliary_text"``, ``"description_text"`` (every concept of the description text),
+            ``"phash"``, ``"external"`` (a precomputed matrix passed in, e.g. image embeddings).
         encoder: ``"tfidf_word"``, ``"tfidf_word12"``, ``"tfidf_char"``, ``"dense"``, ``"phash"``, ``"external"``.
         conflict: also score an *attribute conflict* for this slot: ``1 - cos`` when both items
             have the slot, 0 otherwise (see :meth:`SlotSet.pair_features`).
@@ -104,6 +122,7 @@ DEFAULT_SLOT_SPECS: tuple[SlotSpec, ...] = (
     SlotSpec("color", "primary", "concepts:color", "tfidf_word", conflict=True),
     SlotSpec("variant", "primary", "concepts:variant", "tfidf_word", conflict=True),
     SlotSpec("auxiliary", "auxiliary", "auxiliary_text", "tfidf_word"),
+    SlotSpec("description", "auxiliary", "description_text", "tfidf_word"),
     SlotSpec("phash", "primary", "phash", "phash", knots=(0.75, 0.875)),
     SlotSpec("image_primary", "primary", "external", "external"),
     SlotSpec("image_context", "auxiliary", "external", "external"),
@@ -153,23 +172,27 @@ def concept_texts(concepts: Sequence[Sequence[tuple[str, str, str]]], sources: S
     """The strings each slot source encodes, for N items.
 
     Args:
-        concepts: per item, its concepts as ``(slot, value, level)`` tuples in hierarchy order.
-        sources: slot sources (``"primary_text"``, ``"auxiliary_text"``, ``"concepts:a,b"``).
+        concepts: per item, its concepts as ``(slot, value, level)`` tuples in hierarchy order;
+            concepts of the description text have level :data:`DESCRIPTION_LEVEL` (see
+            :func:`concept_level`).
+        sources: slot sources (``"primary_text"``, ``"auxiliary_text"``, ``"description_text"``,
+            ``"concepts:a,b"``).
 
     Returns:
         source -> N strings (``""`` where the item has nothing for that source). Values of
         ``concepts:`` sources are joined with spaces, spaces inside a value becoming ``_`` (one token
-        per value) except for OCR slots.
+        per value) except for OCR slots; description concepts feed only ``description_text``.
     """
     out: dict[str, list[str]] = {}
     for src in dict.fromkeys(sources):
-        if src == "primary_text" or src == "auxiliary_text":
+        if src in ("primary_text", "auxiliary_text", "description_text"):
             lvl = src.split("_")[0]
             out[src] = [" ".join(v for s, v, l in cs if l == lvl and s not in _NON_TEXT_SLOTS) for cs in concepts]
         elif src.startswith("concepts:"):
             want = set(src.split(":", 1)[1].split(","))
             ocr = any(w.startswith("ocr") for w in want)
-            out[src] = [" ".join(v if ocr else v.replace(" ", "_") for s, v, _ in cs if s in want) for cs in concepts]
+            out[src] = [" ".join(v if ocr else v.replace(" ", "_") for s, v, l in cs if s in want and l != DESCRIPTION_LEVEL)
+                        for cs in concepts]
         else:
             raise ValueError(f"unknown slot source {src!r}")
     return out
@@ -189,6 +212,8 @@ class SlotSet:
         salience: optional slot name -> (N,) float32 per-item weights in [0, 1] (LLM salience).
         conflict_slots: slots that also yield an attribute-conflict feature.
         knots: slot name -> near-match knots.
+        modal_slots: slots whose absence on an item means missing data (photo, description), over
+            which pair scores are renormalised (see :data:`MODAL_ENCODERS`).
     """
 
     matrices: dict[str, object]
@@ -196,6 +221,8 @@ class SlotSet:
     salience: dict[str, np.ndarray] = field(default_factory=dict)
     conflict_slots: list[str] = field(default_factory=list)
     knots: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    modal_slots: list[str] = field(default_factory=list)
+    _presence: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -214,9 +241,13 @@ class SlotSet:
         return next(iter(self.matrices.values())).shape[0] if self.matrices else 0
 
     def presence(self, name: str) -> np.ndarray:
-        """bool (N,): items with a non-zero vector in slot ``name``."""
-        m = self.matrices[name]
-        return (np.diff(m.indptr) > 0) if _is_sparse(m) else np.any(m != 0, axis=1)
+        """bool (N,): items with a non-zero vector in slot ``name`` (computed once per slot: the
+        matrices of a SlotSet are not changed after it is made)."""
+        p = self._presence.get(name)
+        if p is None:
+            m = self.matrices[name]
+            p = self._presence[name] = (np.diff(m.indptr) > 0) if _is_sparse(m) else np.any(np.asarray(m) != 0, axis=1)
+        return p
 
     def coverage(self) -> dict[str, float]:
         """Fraction of items with a non-zero vector, per slot."""
@@ -228,7 +259,7 @@ class SlotSet:
         idx = np.asarray(idx, dtype=np.int64)
         mats = {k: (m[idx] if _is_sparse(m) else np.ascontiguousarray(np.asarray(m)[idx])) for k, m in self.matrices.items()}
         return SlotSet(matrices=mats, levels=dict(self.levels), salience={k: v[idx] for k, v in self.salience.items()},
-                       conflict_slots=list(self.conflict_slots), knots=dict(self.knots))
+                       conflict_slots=list(self.conflict_slots), knots=dict(self.knots), modal_slots=list(self.modal_slots))
 
     @staticmethod
     def concat(sets: Sequence["SlotSet"]) -> "SlotSet":
@@ -250,7 +281,7 @@ class SlotSet:
             mats[k] = sp.vstack(parts, format="csr") if _is_sparse(m) else np.vstack([np.asarray(p) for p in parts])
         sal = {k: np.concatenate([s.salience[k] for s in sets]) for k in first.salience}
         return SlotSet(matrices=mats, levels=dict(first.levels), salience=sal,
-                       conflict_slots=list(first.conflict_slots), knots=dict(first.knots))
+                       conflict_slots=list(first.conflict_slots), knots=dict(first.knots), modal_slots=list(first.modal_slots))
 
     def save(self, directory: str | Path, name: str) -> None:
         """Write every slot as ``.npy`` arrays (CSR as data/indices/indptr) plus ``{name}.json``.
@@ -260,7 +291,7 @@ class SlotSet:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": 1, "n_items": self.n_items, "levels": self.levels, "conflict_slots": self.conflict_slots,
-                "knots": {k: list(v) for k, v in self.knots.items()}, "slots": {}}
+                "knots": {k: list(v) for k, v in self.knots.items()}, "modal_slots": list(self.modal_slots), "slots": {}}
         for k, m in self.matrices.items():
             if _is_sparse(m):
                 m = sp.csr_matrix(m)
@@ -298,7 +329,7 @@ class SlotSet:
             else:
                 mats[k] = np.load(d / f"{name}.{k}.dense.npy", mmap_mode=mode)
         return cls(matrices=mats, levels=meta["levels"], conflict_slots=meta["conflict_slots"],
-                   knots={k: tuple(v) for k, v in meta["knots"].items()})
+                   knots={k: tuple(v) for k, v in meta["knots"].items()}, modal_slots=list(meta.get("modal_slots", [])))
 
     # ------------------------------------------------------------------ pairs
     def pair_cosines(self, i: np.ndarray, j: np.ndarray, names: Sequence[str] | None = None, chunk: int = 262144) -> np.ndarray:
@@ -504,7 +535,8 @@ class SlotEncoder:
         levels = {n: by[n].level for n in self.slots_}
         return SlotSet(matrices=mats, levels=levels,
                        conflict_slots=[n for n in self.slots_ if by[n].conflict],
-                       knots={n: tuple(by[n].knots) for n in self.slots_ if by[n].knots})
+                       knots={n: tuple(by[n].knots) for n in self.slots_ if by[n].knots},
+                       modal_slots=[n for n in self.slots_ if by[n].encoder in MODAL_ENCODERS or by[n].source in MODAL_SOURCES])
 
     def transform_parts(self, parts: list[RawSlots]) -> SlotSet:
         """:meth:`transform_raw` of chunks, stacked; the list is emptied as it goes so each chunk's
@@ -597,4 +629,4 @@ class SlotEncoder:
         return enc
 
 
-__all__ = ["AUXILIARY_SLOTS", "DEFAULT_SLOT_SPECS", "RawSlots", "SlotEncoder", "SlotSet", "SlotSpec", "concept_texts", "phash_bits"]
+__all__ = ["AUXILIARY_SLOTS", "DEFAULT_SLOT_SPECS", "DESCRIPTION_LEVEL", "MODAL_ENCODERS", "MODAL_SOURCES", "concept_level", "RawSlots", "SlotEncoder", "SlotSet", "SlotSpec", "concept_texts", "phash_bits"]
