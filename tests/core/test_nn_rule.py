@@ -28,3 +28,16 @@ def test_nn_rule_edges_are_written_and_explained(tmp_path):
     assert res.clusters["cluster_id"].nunique() < base.clusters["cluster_id"].nunique()
     m.save(tmp_path / "m")
     assert FITRep.load(tmp_path / "m").clusterer.nn_threshold == 0.3
+
+
+def test_tune_chooses_tau_and_nn_threshold_on_a_selection_catalog(tmp_path):
+    m = FITRep.default(images="off", progress=False)
+    m.tune(_cat(), tau_grid=[0.3, 0.46, 0.9], nn_grid=[None, 0.2])
+    info = m.tune_info_
+    assert len(info["curve"]) == 6 and info["tau"] in (0.3, 0.46, 0.9)
+    best = max(r["mean_item_f1"] for r in info["curve"])
+    assert info["select_mean_item_f1"] == best
+    assert m.tau == info["tau"] and m.clusterer_.nn_threshold == info["nn_threshold"]
+    m.save(tmp_path / "t")
+    back = FITRep.load(tmp_path / "t")
+    assert back.tau == info["tau"] and back.tune_info_["tau"] == info["tau"]

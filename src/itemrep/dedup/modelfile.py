@@ -83,6 +83,7 @@ class ModelFile(BaseModel):
     params: _ParamsModel
     fusion: _FusionModel
     fit: dict | None = None
+    tune: dict | None = None
     versions: dict = {}
     stages: dict[str, str] | None = None
 

@@ -645,6 +645,59 @@ class FITRep:
         }
         return self
 
+    def tune(self, catalog: Catalog, tau_grid: Sequence[float] | None = None,
+             nn_grid: Sequence[float | None] = (None,)) -> "FITRep":
+        """Choose τ (and, when ``nn_grid`` offers values, the nearest-neighbour threshold) on a
+        labelled catalog the weights were *not* fitted on: the selection split of a fit / select /
+        report protocol. α, β, γ stay as fitted. The catalog is encoded once, as :meth:`dedup`
+        would (unsupervised stages fitted on it unless the model carries fitted ones), and every
+        grid point is clustered from the same scored candidate pairs.
+
+        Args:
+            catalog: labelled items (not those :meth:`fit` saw).
+            tau_grid: τ values (default: the current τ ± 0.10 by 0.01).
+            nn_grid: nearest-neighbour thresholds to try (``None`` = rule off); default: off only.
+
+        Returns:
+            self, with ``clusterer_.threshold`` / ``clusterer_.nn_threshold`` set to the best
+            mean per-item F1 (ties: the larger τ, then the rule off or the higher threshold) and
+            ``tune_info_`` = ``{"tau", "nn_threshold", "select_mean_item_f1", "curve"}`` (saved in
+            ``model.json``). A ``threshold`` override given to the constructor is cleared: the tuned
+            τ is the model's own.
+
+        Raises:
+            ValueError: the catalog has no labels or fewer than 2 items.
+        """
+        if not catalog.has_labels:
+            raise ValueError("tune needs a labelled catalog: pass one with --label-col")
+        if len(catalog) < 2:
+            raise ValueError(f"tune needs at least 2 labelled items; the catalog has {len(catalog)}")
+        timer = StageTimer()
+        fusion = self._fusion()
+        base = self._clusterer()
+        enc = self._encode(catalog, True, timer, fusion=fusion)
+        lab_by_id = {it.item_id: str(it.label) for it in catalog.items}
+        labels = np.asarray([lab_by_id[x] for x in enc.ids], dtype=object)
+        i, j = base.candidates(enc.vectors)
+        scorer = self._scorer(enc, fusion)
+        score = scorer(i, j)
+        t0 = float(base.threshold)
+        grid = list(tau_grid) if tau_grid is not None else [round(t0 + d, 3) for d in np.arange(-0.10, 0.101, 0.01) if 0.0 < t0 + d <= 2.0]
+        curve = {}
+        for t in grid:
+            for nn in nn_grid:
+                c = copy.deepcopy(base)
+                c.threshold, c.nn_threshold = float(t), (None if nn is None else float(nn))
+                curve[(float(t), c.nn_threshold)] = mean_item_f1(labels, self._cluster(enc, c, i, j, score, scorer).cluster_id)
+        best = max(curve, key=lambda k: (curve[k], k[0], -1.0 if k[1] is None else k[1]))
+        c = copy.deepcopy(base)
+        c.threshold, c.nn_threshold = best
+        self.clusterer_ = c
+        self.threshold = None  # the tuned τ is the model's own now
+        self.tune_info_ = {"tau": best[0], "nn_threshold": best[1], "select_mean_item_f1": float(curve[best]),
+                           "curve": [{"tau": k[0], "nn_threshold": k[1], "mean_item_f1": float(v)} for k, v in curve.items()]}
+        return self
+
     # ------------------------------------------------------------------ dedup
     def dedup(self, catalog: Catalog) -> DedupResult:
         """Assign a stable cluster id to every item of ``catalog`` (one-shot: the unsupervised
@@ -765,6 +818,7 @@ class FITRep:
             "params": self.params(),
             "fusion": self._fusion().to_dict(),
             "fit": getattr(self, "fit_info_", None),
+            "tune": getattr(self, "tune_info_", None),
             "versions": package_versions(),
             "stages": None,
         }
@@ -826,6 +880,8 @@ class FITRep:
         model.fusion_ = copy.deepcopy(model.fusion)
         model.clusterer_ = copy.deepcopy(model.clusterer)
         model.fit_info_ = payload.get("fit")
+        if payload.get("tune"):
+            model.tune_info_ = payload["tune"]
         st = payload.get("stages")
         if st:
             base = p.parent
