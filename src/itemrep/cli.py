@@ -4,6 +4,7 @@ Contract (other tools depend on it)::
 
     itemrep fit CATALOG --label-col COL --model-dir DIR [column flags]
     itemrep dedup CATALOG --out DIR [--model-dir DIR] [column flags]
+    itemrep pairs PAIRS --out scores.parquet [--catalog CATALOG] [--model-dir DIR] [column flags]
 """
 
 from __future__ import annotations
@@ -199,6 +200,165 @@ def dedup(
     except (ItemrepError, ValueError, OSError) as e:
         _fail(str(e))
     _summary(result, out)
+
+
+def _model_kwargs(a: dict, llm_cache_default: Path) -> dict:
+    """FITRep keyword arguments from a command's options ``a`` (the model part of :func:`_prepare`)."""
+    kw = {k: a[k] for k in ("reducer", "images", "ocr", "text_encoder") if a[k] is not None}
+    kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None,
+              chunk_size=a["chunk_size"], n_jobs=a["jobs"])
+    if a.get("threshold") is not None:
+        kw["threshold"] = a["threshold"]
+    if a["extractor"] != "rules":
+        from itemrep.dedup.images import build_extractor
+
+        kw["extractor"] = build_extractor(
+            a["extractor"], base_url=a["base_url"], model=a["model"], api_key_env=a["api_key_env"],
+            cache_path=a["llm_cache"] or llm_cache_default, concurrency=a["llm_concurrency"],
+            timeout_s=a["llm_timeout"], text_only=a["text_only"],
+            **({"max_retry_after_s": a["llm_max_retry_after"], "retry_budget_s": a["llm_retry_budget"],
+                "max_response_bytes": a["llm_max_response_bytes"]} if a["extractor"] == "openai" else {}))
+    return kw
+
+
+def _check_out_file(path: Path, flag: str) -> None:
+    """Before any work: ``path`` can be written as a file (its folder is created if needed)."""
+    if path.exists() and path.is_dir():
+        raise OSError(f"{flag} {path}: is a directory; give a file path, e.g. {path / 'scores.parquet'}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".itemrep-write-test-{path.name}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"{flag} {path}: cannot write there ({e.strerror or e}); choose a writable path") from None
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``path``, then move it into place."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@app.command("pairs")
+def pairs_cmd(
+    pairs: Path = typer.Argument(..., help="Pairs to score: a table (.csv, .tsv, .jsonl or .parquet) with columns item_a, item_b[, label] naming items of --catalog, or a wdc-pairs / Ditto file (lines 'COL title VAL …<TAB>COL title VAL …<TAB>0|1'; no --catalog: the titles are the catalog)."),
+    out: Path = typer.Option(..., "--out", help="Where to write scores.parquet (item_a, item_b, score, match, label when given, term_<feature>…)."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="Catalog holding the items a pair table names (required for a pair table, refused for a wdc-pairs file)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Model from `itemrep fit` (default: the built-in model fitted on the Shopee development split)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override τ: a pair is a match when its score is ≥ τ."),
+    metrics_json: Optional[Path] = typer.Option(None, "--metrics-json", help="With labels: also write precision/recall/F1 (at τ and at the best τ on these pairs) to this JSON file."),
+    fmt: str = typer.Option("auto", "--format", help="PAIRS format: auto (a file whose first line starts with 'COL ' is wdc-pairs), wdc or table."),
+    id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
+    image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
+    image_root: Optional[Path] = ImageRoot, sep: Optional[str] = Sep, encoding: Optional[str] = Encoding,
+    missing_values: Optional[str] = MissingValues,
+    reducer: Optional[str] = Reducer, images: Optional[str] = Images, ocr: Optional[bool] = Ocr,
+    text_encoder: Optional[str] = TextEncoder,
+    extractor: str = Extractor, base_url: Optional[str] = BaseUrl, model: Optional[str] = ModelName,
+    api_key_env: str = ApiKeyEnv, llm_cache: Optional[Path] = LlmCache, llm_concurrency: int = LlmConc,
+    llm_timeout: float = LlmTimeout, llm_max_retry_after: float = LlmRetryAfter, llm_retry_budget: float = LlmRetryBudget,
+    llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
+    seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
+) -> None:
+    """Score given pairs term by term; with labels, pairwise precision/recall/F1 at τ (product-matching protocol).
+
+    \b
+    itemrep pairs PAIRS.csv --catalog CATALOG --out scores.parquet [--model-dir M]
+    itemrep pairs computers/valid.txt.small --out scores.parquet          # wdc-pairs: no catalog
+
+    Column flags, --sep and --encoding apply to --catalog (--encoding also to a pair table).
+    """
+    from itemrep.catalog import Catalog
+    from itemrep.dedup.pairs import (best_threshold, is_wdc_pairs_file, pair_metrics, read_pair_table, read_wdc_pairs,
+                                     score_pairs, wdc_catalog)
+    from itemrep.dedup.pipeline import FITRep
+
+    a = locals()
+    try:
+        if fmt not in ("auto", "wdc", "table"):
+            raise ValueError(f"--format must be one of auto, wdc, table; got {fmt!r}")
+        _check_out_file(out, "--out")
+        if metrics_json is not None:
+            _check_out_file(metrics_json, "--metrics-json")
+        if not pairs.is_file():
+            raise ValueError(f"{pairs}: pair file not found" + (" (it is a directory)" if pairs.is_dir() else ""))
+        wdc = fmt == "wdc" or (fmt == "auto" and is_wdc_pairs_file(pairs))
+        if wdc:
+            if catalog is not None:
+                raise ValueError(f"{pairs} is a wdc-pairs file (titles inline, no item ids): --catalog cannot be used "
+                                 "with it; drop --catalog, or give a pair table with columns item_a, item_b[, label]")
+            frame, pair_df = read_wdc_pairs(pairs)
+            cat = wdc_catalog(frame, source=pairs)
+        else:
+            if catalog is None:
+                raise ValueError(f"{pairs} is a pair table: pass --catalog CATALOG with the items it names "
+                                 "(or give a wdc-pairs file, whose titles make the catalog)")
+            pair_df = read_pair_table(pairs, encoding=encoding)
+            cat = Catalog.load(catalog, **{f"{c}_col": a[f"{c}_col"] for c in ("id", "title", "text", "image", "phash")},
+                               images=images, image_root=image_root, sep=sep, encoding=encoding,
+                               missing_values=missing_values, cache_dir=cache_dir)
+            for w in cat.warnings:
+                typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+        kw = _model_kwargs(a, out.parent / "llm_cache.sqlite")
+        m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
+        scores = score_pairs(m, cat, pair_df, source=str(pairs))
+        _write_atomic(out, lambda p: scores.to_parquet(p, index=False))
+        info = scores.attrs
+        report = None
+        if "label" in scores.columns:
+            tau = info["tau"]
+            report = {"pairs": str(pairs), "model": str(model_dir) if model_dir else "built-in",
+                      "at_tau": {"tau": tau, "tau_source": "--threshold" if threshold is not None else "model",
+                                 **pair_metrics(scores["label"], scores["match"])}}
+            if scores["label"].any():
+                bt, _ = best_threshold(scores["score"], scores["label"])
+                report["at_best_tau"] = {"tau": bt, "note": "best τ on these pairs (optimistic)",
+                                         **pair_metrics(scores["label"], scores["score"] >= bt)}
+            if metrics_json is not None:
+                _write_atomic(metrics_json, lambda p: p.write_text(json.dumps(report, indent=2)))
+        elif metrics_json is not None:
+            typer.secho(f"warning: {pairs} has no labels; --metrics-json {metrics_json} not written",
+                        fg=typer.colors.YELLOW, err=True)
+    except Interrupted as e:
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C); nothing was written", 130)
+    except (ItemrepError, ValueError, OSError) as e:
+        _fail(str(e))
+    if info.get("weighted_slots_absent"):
+        gone = info["weighted_slots_absent"]
+        typer.secho(
+            f"warning: the model weighs slots {', '.join(f'{k} (α {v:.3f})' for k, v in gone.items())} that these items lack; "
+            f"their total weight {sum(gone.values()):.3f} was spread over the present slots by renormalising α",
+            fg=typer.colors.YELLOW, err=True)
+    if info.get("slots_without_weight"):
+        typer.secho(f"warning: the model gives no weight to slots {', '.join(info['slots_without_weight'])} found in these items",
+                    fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{len(scores)} pairs of {info['n_items']} items scored: {int(scores['match'].sum())} matches at "
+               f"τ = {info['tau']:.3f}; failed items: {info['failed_items']}", err=True)
+    if report is not None:
+        r = report["at_tau"]
+        typer.echo(f"{'--threshold' if threshold is not None else 'model'} τ = {r['tau']:.3f}: "
+                   f"P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f} "
+                   f"({r['n_positive']} matching pairs of {r['n_pairs']})", err=True)
+        if "at_best_tau" in report:
+            r = report["at_best_tau"]
+            typer.echo(f"best τ on these pairs (optimistic): τ = {r['tau']:.3f}, "
+                       f"P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f}", err=True)
+        else:
+            typer.echo("no matching pair (label 1): no best τ", err=True)
+    typer.echo(f"wrote {out}" + (f", {metrics_json}" if report is not None and metrics_json is not None else ""), err=True)
 
 
 def _mount_subapps() -> None:
