@@ -138,15 +138,34 @@ def fit(
     llm_timeout: float = LlmTimeout, llm_max_retry_after: float = LlmRetryAfter, llm_retry_budget: float = LlmRetryBudget,
     llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
+    select: Optional[Path] = typer.Option(None, "--select", help="A second labelled catalog (other groups, same columns) on which τ is chosen after α is fitted on CATALOG: the select split of a fit / select / report protocol."),
+    nn_rule: bool = typer.Option(False, "--nn-rule", help="Also choose a nearest-neighbour threshold on --select (every item keeps its best candidate above it). Only for catalogs where most items have a duplicate."),
+    blend_rounds: int = typer.Option(0, "--blend-rounds", min=0, max=5, help="Rounds of neighbourhood blending of the slot vectors (0 = off; measured gain on Shopee: docs/dedup.md)."),
 ) -> None:
     """Learn slot weights α and the clustering threshold τ from a labelled catalog."""
+    import numpy as np
+
     from itemrep.dedup.pipeline import FITRep
 
     try:
-        cat, kw = _prepare(locals(), model_dir)
+        a = dict(locals())
+        if nn_rule and select is None:
+            raise ValueError("--nn-rule needs --select: the rule's threshold is chosen on a second labelled catalog")
+        cat, kw = _prepare(a, model_dir)
         cat.require_labels("fit")
-        m = FITRep(**kw)
+        sel = None
+        if select is not None:
+            sel, _ = _prepare(dict(a, catalog=select), model_dir)
+            sel.require_labels("fit --select")
+        m = FITRep(**kw, blend_rounds=blend_rounds)
         m.fit(cat)
+        if sel is not None:
+            nn_grid = [None] + ([round(float(x), 3) for x in np.arange(m.tau - 0.25, m.tau + 0.001, 0.05)] if nn_rule else [])
+            m.tune(sel, nn_grid=nn_grid)
+            ti = m.tune_info_
+            typer.echo(f"chosen on --select ({len(sel)} items): τ = {ti['tau']:.3f}"
+                       + (f", nearest-neighbour threshold {ti['nn_threshold']}" if nn_rule else "")
+                       + f", select mean per-item F1 {ti['select_mean_item_f1']:.4f}", err=True)
         path = m.save(model_dir)
     except Interrupted as e:
         _fail(str(e), e.exit_code)
@@ -158,6 +177,8 @@ def fit(
     typer.echo(f"fitted on {info['n_items']} items ({info['positive_pairs']} duplicate pairs of {info['n_candidate_pairs']} candidates): "
                f"τ = {info['tau']:.3f}, train mean per-item F1 {info['train_mean_item_f1']:.4f}", err=True)
     typer.echo("α: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(info["alpha"].items(), key=lambda kv: -kv[1])), err=True)
+    if getattr(m, "tune_info_", None):
+        typer.echo(f"the model uses τ = {m.tau:.3f} (chosen on --select)", err=True)
     typer.echo(f"wrote {path}", err=True)
 
 

@@ -41,3 +41,35 @@ def test_tune_chooses_tau_and_nn_threshold_on_a_selection_catalog(tmp_path):
     m.save(tmp_path / "t")
     back = FITRep.load(tmp_path / "t")
     assert back.tau == info["tau"] and back.tune_info_["tau"] == info["tau"]
+
+
+def test_neighbourhood_blending_keeps_terms_additive_and_absent_slots_empty():
+    from itemrep.dedup.blend import blend_slots, blend_weights
+
+    m = FITRep.default(images="off", progress=False, blend_rounds=2)
+    res = m.dedup(_cat())
+    e = res.edges
+    terms = e[[c for c in e.columns if c.startswith("term_")]].to_numpy().sum(axis=1)
+    np.testing.assert_allclose(terms, e["similarity"].to_numpy(), atol=1e-5)
+    plain = FITRep.default(images="off", progress=False).dedup(_cat())
+    enc = FITRep.default(images="off", progress=False).fit_transform(_cat())
+    n = len(enc.ids)
+    w = blend_weights(n, np.array([0]), np.array([1]), np.array([0.8]), power=1.0)
+    b = blend_slots(enc.slots, w)
+    for name in b.names:
+        np.testing.assert_array_equal(b.presence(name), enc.slots.presence(name))
+    assert plain.clusters["cluster_id"].nunique() >= 1
+
+
+def test_fit_cli_with_select_and_nn_rule(tmp_path):
+    from typer.testing import CliRunner
+
+    from itemrep.cli import app
+
+    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "m"),
+                                 "--select", str(EXAMPLE), "--nn-rule", "--quiet"])
+    assert r.exit_code == 0, r.output
+    back = FITRep.load(tmp_path / "m")
+    assert back.tune_info_ and back.tau == back.tune_info_["tau"]
+    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "n"), "--nn-rule"])
+    assert r.exit_code == 2 and "--select" in r.output

@@ -50,6 +50,9 @@ class _ParamsModel(BaseModel):
     ocr: bool
     edge_score: Literal["exact", "reduced"]
     random_state: int
+    blend_rounds: int = Field(default=0, ge=0, le=10)
+    blend_power: float = Field(default=3.0, gt=0.0, le=100.0)
+    blend_floor: float | None = None
     slot_specs: list[_SlotSpecModel] = []
 
 

@@ -307,6 +307,11 @@ class FITRep:
         n_jobs: worker processes for extraction and term counting (rule-based extractor only).
         random_state: seed for every random step.
         progress: show progress bars.
+        blend_rounds: rounds of neighbourhood blending of the slot vectors before the candidate
+            pairs are scored (:mod:`itemrep.dedup.blend`; 0 = off, the default). Memory grows with
+            the blended rows' non-zeros: meant for catalogs up to some 10^5 items.
+        blend_power: the exponent p of the blending weights ``max(s, 0) ** p``.
+        blend_floor: candidate pairs scoring below it do not blend (default τ - guard margin).
 
     Fitted attributes: ``slot_encoder_``, ``reducer_``, ``fusion_``, ``clusterer_`` (after
     :meth:`fit`, :meth:`fit_encoders` or :meth:`load`), ``fit_info_`` (after :meth:`fit`).
@@ -332,7 +337,12 @@ class FITRep:
         n_jobs: int | None = None,
         random_state: int = 0,
         progress: bool = False,
+        blend_rounds: int = 0,
+        blend_power: float = 3.0,
+        blend_floor: float | None = None,
     ) -> None:
+        if int(blend_rounds) < 0 or float(blend_power) <= 0:
+            raise ValueError(f"blend_rounds must be >= 0 and blend_power > 0; got {blend_rounds!r}, {blend_power!r}")
         checks = [("images", images, ("auto", "on", "off")), ("edge_score", edge_score, ("exact", "reduced"))]
         if isinstance(reducer, str):
             checks.append(("reducer", reducer, ("pca", "umap", "none")))
@@ -356,6 +366,22 @@ class FITRep:
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.progress = progress
+        self.blend_rounds = blend_rounds
+        self.blend_power = blend_power
+        self.blend_floor = blend_floor
+
+    def _blend(self, enc: Encoded, fusion: AttentionFusion, clusterer: NearDuplicateClusterer, i, j) -> None:
+        """Neighbourhood blending (:mod:`itemrep.dedup.blend`), ``blend_rounds`` times: the slot
+        rows of ``enc`` are replaced by their blends over the scored candidate pairs (i, j) (pairs
+        below ``blend_floor``, default τ - guard margin, do not blend)."""
+        if not self.blend_rounds or edge_score_is_reduced(self.edge_score) or len(i) == 0:
+            return
+        from itemrep.dedup.blend import blend_slots, blend_weights
+
+        floor = clusterer.threshold - clusterer.guard_margin if self.blend_floor is None else float(self.blend_floor)
+        for _ in range(int(self.blend_rounds)):
+            score = _score_in_blocks(fusion, enc.slots, i, j, np.inf)[0]
+            enc.slots = blend_slots(enc.slots, blend_weights(len(enc.ids), i, j, score, self.blend_power, floor))
 
     # ------------------------------------------------------------------ stage construction
     def _make_extractor(self) -> ConceptExtractor:
@@ -613,6 +639,7 @@ class FITRep:
             self.reducer_ = reducer
         with timer.stage("fit_tau"):
             i, j = clusterer.candidates(enc.vectors)
+            self._blend(enc, fusion, clusterer, i, j)
             scorer = self._scorer(enc, fusion)
             score = scorer(i, j)
 
@@ -679,6 +706,7 @@ class FITRep:
         lab_by_id = {it.item_id: str(it.label) for it in catalog.items}
         labels = np.asarray([lab_by_id[x] for x in enc.ids], dtype=object)
         i, j = base.candidates(enc.vectors)
+        self._blend(enc, fusion, base, i, j)
         scorer = self._scorer(enc, fusion)
         score = scorer(i, j)
         t0 = float(base.threshold)
@@ -715,6 +743,7 @@ class FITRep:
         with timer.stage("cluster"), Progress(self.progress) as prog:
             step = prog.task("cluster", 4)
             i, j = clusterer.candidates(enc.vectors)
+            self._blend(enc, fusion, clusterer, i, j)
             step(1)
             # exact scores come with their per-term breakdown: keep it for the kept edges (edges.parquet)
             if self.edge_score == "exact":
@@ -797,6 +826,9 @@ class FITRep:
             "ocr": self.ocr,
             "edge_score": self.edge_score,
             "random_state": self.random_state,
+            "blend_rounds": self.blend_rounds,
+            "blend_power": self.blend_power,
+            "blend_floor": self.blend_floor,
             "slot_specs": [dict(s.__dict__, knots=list(s.knots)) for s in self.slot_specs],
         }
 
@@ -873,6 +905,7 @@ class FITRep:
             clusterer=NearDuplicateClusterer(threshold=prm["tau"], k=prm["k"], guard=prm["guard"], guard_margin=prm["guard_margin"],
                                              nn_threshold=prm.get("nn_threshold")),
             images=prm["images"], ocr=prm["ocr"], edge_score=prm["edge_score"], random_state=prm["random_state"],
+            blend_rounds=prm.get("blend_rounds", 0), blend_power=prm.get("blend_power", 3.0), blend_floor=prm.get("blend_floor"),
             fusion=AttentionFusion.from_dict(payload["fusion"]),
         )
         kw.update(overrides)
@@ -926,6 +959,11 @@ def _degenerate(concept_keys: np.ndarray, input_keys: np.ndarray, share: float =
     different = int(members.sum() - same.max())  # members whose input differs from the most common one
     return ({"items": int(members.sum()), "different_inputs": different, "share": float(members.sum() / n)}
             if different / n > share else None)
+
+
+def edge_score_is_reduced(edge_score: str) -> bool:
+    """True for ``edge_score="reduced"`` (edges scored by the reduced vectors: nothing to blend)."""
+    return edge_score == "reduced"
 
 
 def _score_in_blocks(fusion: AttentionFusion, slots: SlotSet, i: np.ndarray, j: np.ndarray, tau: float,
