@@ -19,7 +19,7 @@ def _codes(labels: Sequence) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def mean_item_f1(true_labels: Sequence, pred_labels: Sequence) -> float:
+def mean_item_f1(true_labels: Sequence, pred_labels: Sequence, mask: np.ndarray | None = None) -> float:
     """Mean over items of the F1 between the item's predicted set and its true group.
 
     The predicted set of item i is every item sharing its cluster (i included), the true set every
@@ -29,9 +29,11 @@ def mean_item_f1(true_labels: Sequence, pred_labels: Sequence) -> float:
     Args:
         true_labels: ground-truth group per item, length N.
         pred_labels: predicted cluster id per item, length N.
+        mask: optional bool (N,): average over these items only (their predicted sets still
+            count every item of their cluster: the others act as distractors).
 
     Returns:
-        Mean per-item F1 in [0, 1] (float). 0.0 for N = 0.
+        Mean per-item F1 in [0, 1] (float). 0.0 for N = 0 (or an empty mask).
 
     Raises:
         ValueError: when the lengths differ.
@@ -45,7 +47,13 @@ def mean_item_f1(true_labels: Sequence, pred_labels: Sequence) -> float:
     inter = np.asarray(c[t, p]).ravel()  # |P ∩ T| for each item
     t_size = np.bincount(t)[t]
     p_size = np.bincount(p)[p]
-    return float(np.mean(2.0 * inter / (t_size + p_size)))
+    f1 = 2.0 * inter / (t_size + p_size)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != f1.shape:
+            raise ValueError(f"mask has shape {mask.shape}, expected ({len(f1)},)")
+        return float(f1[mask].mean()) if mask.any() else 0.0
+    return float(np.mean(f1))
 
 
 def pairwise_scores(true_labels: Sequence, pred_labels: Sequence) -> dict[str, float]:

@@ -673,7 +673,7 @@ class FITRep:
         return self
 
     def tune(self, catalog: Catalog, tau_grid: Sequence[float] | None = None,
-             nn_grid: Sequence[float | None] = (None,)) -> "FITRep":
+             nn_grid: Sequence[float | None] = (None,), score_on: Sequence[str] | None = None) -> "FITRep":
         """Choose τ (and, when ``nn_grid`` offers values, the nearest-neighbour threshold) on a
         labelled catalog the weights were *not* fitted on: the selection split of a fit / select /
         report protocol. α, β, γ stay as fitted. The catalog is encoded once, as :meth:`dedup`
@@ -684,6 +684,10 @@ class FITRep:
             catalog: labelled items (not those :meth:`fit` saw).
             tau_grid: τ values (default: the current τ ± 0.10 by 0.01).
             nn_grid: nearest-neighbour thresholds to try (``None`` = rule off); default: off only.
+            score_on: item ids whose F1 is averaged (default: all). Pass the selection items of
+                a catalog that also holds the fit items, to choose τ inside a pool as large as
+                the catalogs the model will meet: a τ chosen on a small pool lets too many
+                distractors through in a large one (docs/dedup.md, pool size).
 
         Returns:
             self, with ``clusterer_.threshold`` / ``clusterer_.nn_threshold`` set to the best
@@ -705,6 +709,12 @@ class FITRep:
         enc = self._encode(catalog, True, timer, fusion=fusion)
         lab_by_id = {it.item_id: str(it.label) for it in catalog.items}
         labels = np.asarray([lab_by_id[x] for x in enc.ids], dtype=object)
+        mask = None
+        if score_on is not None:
+            want = {str(x) for x in score_on}
+            mask = np.fromiter((str(x) in want for x in enc.ids), dtype=bool, count=len(enc.ids))
+            if not mask.any():
+                raise ValueError("score_on names none of the catalog's items")
         i, j = base.candidates(enc.vectors)
         self._blend(enc, fusion, base, i, j)
         scorer = self._scorer(enc, fusion)
@@ -716,7 +726,7 @@ class FITRep:
             for nn in nn_grid:
                 c = copy.deepcopy(base)
                 c.threshold, c.nn_threshold = float(t), (None if nn is None else float(nn))
-                curve[(float(t), c.nn_threshold)] = mean_item_f1(labels, self._cluster(enc, c, i, j, score, scorer).cluster_id)
+                curve[(float(t), c.nn_threshold)] = mean_item_f1(labels, self._cluster(enc, c, i, j, score, scorer).cluster_id, mask)
         best = max(curve, key=lambda k: (curve[k], k[0], -1.0 if k[1] is None else k[1]))
         c = copy.deepcopy(base)
         c.threshold, c.nn_threshold = best
