@@ -138,7 +138,7 @@ def fit(
     llm_timeout: float = LlmTimeout, llm_max_retry_after: float = LlmRetryAfter, llm_retry_budget: float = LlmRetryBudget,
     llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
-    select: Optional[Path] = typer.Option(None, "--select", help="A second labelled catalog (other groups, same columns) on which τ is chosen after α is fitted on CATALOG: the select split of a fit / select / report protocol."),
+    select: Optional[Path] = typer.Option(None, "--select", help="A second labelled catalog (other groups, same columns) on which τ is chosen after α is fitted on CATALOG: the select split of a fit / select / report protocol. τ is chosen inside the pool of both catalogs (F1 on the --select items), so it holds in large catalogs."),
     nn_rule: bool = typer.Option(False, "--nn-rule", help="Also choose a nearest-neighbour threshold on --select (every item keeps its best candidate above it). Only for catalogs where most items have a duplicate."),
     blend_rounds: int = typer.Option(0, "--blend-rounds", min=0, max=5, help="Rounds of neighbourhood blending of the slot vectors (0 = off; measured gain on Shopee: docs/dedup.md)."),
 ) -> None:
@@ -160,10 +160,20 @@ def fit(
         m = FITRep(**kw, blend_rounds=blend_rounds)
         m.fit(cat)
         if sel is not None:
-            nn_grid = [None] + ([round(float(x), 3) for x in np.arange(m.tau - 0.25, m.tau + 0.001, 0.05)] if nn_rule else [])
-            m.tune(sel, nn_grid=nn_grid)
+            from itemrep.catalog import Catalog
+
+            dup = sorted(set(cat.ids) & set(sel.ids))[:3]
+            if dup:
+                raise ValueError(f"--select shares item ids with CATALOG (e.g. {', '.join(map(repr, dup))}); "
+                                 "use disjoint label groups for fit and select")
+            # τ is chosen inside the pool of both catalogs, F1 counted on the --select items: a τ
+            # chosen on a small pool is too loose for a large one (docs/dedup.md, pool size)
+            pool = Catalog(items=list(cat.items) + list(sel.items), columns=dict(cat.columns))
+            nn_grid = [None] + ([round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if nn_rule else [])
+            m.tune(pool, tau_grid=[round(float(x), 3) for x in np.arange(0.2, 0.8, 0.01)], nn_grid=nn_grid,
+                   score_on=sel.ids)
             ti = m.tune_info_
-            typer.echo(f"chosen on --select ({len(sel)} items): τ = {ti['tau']:.3f}"
+            typer.echo(f"chosen on --select ({len(sel)} items, inside the pool of both catalogs): τ = {ti['tau']:.3f}"
                        + (f", nearest-neighbour threshold {ti['nn_threshold']}" if nn_rule else "")
                        + f", select mean per-item F1 {ti['select_mean_item_f1']:.4f}", err=True)
         path = m.save(model_dir)

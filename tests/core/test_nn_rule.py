@@ -66,9 +66,18 @@ def test_fit_cli_with_select_and_nn_rule(tmp_path):
 
     from itemrep.cli import app
 
-    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "m"),
-                                 "--select", str(EXAMPLE), "--nn-rule", "--quiet"])
+    import pandas as pd
+
+    df = pd.read_csv(EXAMPLE, dtype=str, keep_default_na=False)
+    groups = sorted(df["label"].unique())
+    df[df["label"].isin(groups[::2])].to_csv(tmp_path / "fit.csv", index=False)
+    df[~df["label"].isin(groups[::2])].to_csv(tmp_path / "select.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", str(tmp_path / "fit.csv"), "--label-col", "label", "--model-dir", str(tmp_path / "m"),
+                                 "--select", str(tmp_path / "select.csv"), "--nn-rule", "--quiet"])
     assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "x"),
+                                 "--select", str(EXAMPLE), "--quiet"])
+    assert r.exit_code == 2 and "shares item ids" in r.output
     back = FITRep.load(tmp_path / "m")
     assert back.tune_info_ and back.tau == back.tune_info_["tau"]
     r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "n"), "--nn-rule"])

@@ -18,6 +18,7 @@ model              primary    model codes                                     TF
 spec               primary    spec + pack values (one token each)             TF-IDF words
 color              primary    colour values                                   TF-IDF words
 auxiliary          auxiliary  promo, shipping, seller, stock, emoji           TF-IDF words
+description        auxiliary  every concept of the description text           TF-IDF words
 phash              primary    64-bit perceptual hash                          ±1/8 bit vector
 image_primary      primary    main-object image embedding                     CNN (if images)
 image_context      auxiliary  whole-frame image embedding                     CNN (if images)
