@@ -70,18 +70,7 @@ def _prepare(a: dict, out: Path):
                        missing_values=a["missing_values"], cache_dir=a["cache_dir"])
     for w in cat.warnings:
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-    kw = {k: a[k] for k in ("reducer", "images", "ocr", "text_encoder") if a[k] is not None}
-    kw.update(progress=not a["quiet"], cache_dir=a["cache_dir"], random_state=a["seed"], extractor=None,
-              chunk_size=a["chunk_size"], n_jobs=a["jobs"])
-    if a["extractor"] != "rules":
-        from itemrep.dedup.images import build_extractor
-
-        kw["extractor"] = build_extractor(
-            a["extractor"], base_url=a["base_url"], model=a["model"], api_key_env=a["api_key_env"],
-            cache_path=a["llm_cache"] or out / "llm_cache.sqlite", concurrency=a["llm_concurrency"],
-            timeout_s=a["llm_timeout"], text_only=a["text_only"],
-            **({"max_retry_after_s": a["llm_max_retry_after"], "retry_budget_s": a["llm_retry_budget"],
-                "max_response_bytes": a["llm_max_response_bytes"]} if a["extractor"] == "openai" else {}))
+    kw = _model_kwargs({k: v for k, v in a.items() if k != "threshold"}, out / "llm_cache.sqlite")
     return cat, kw
 
 
