@@ -40,6 +40,7 @@ goes to stderr.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -221,7 +222,8 @@ def fitrep_variants(no_ablations: bool) -> list[tuple[str, dict, bool]]:
     variants = [("FITRep", {}, True),
                 (f"FITRep, {POOL}", {"_tune": "pool"}, True),
                 (f"FITRep + nearest-neighbour rule, {POOL}", {"_tune": "pool", "_nn": True}, True),
-                (f"FITRep + neighbourhood blending (1 round), {POOL}", {"_tune": "pool", "blend_rounds": 1}, True)]
+                (f"FITRep + neighbourhood blending (1 round), {POOL}", {"_tune": "pool", "blend_rounds": 1}, True),
+                (f"FITRep + mutual-neighbour filter (m chosen on select), {POOL}", {"_tune": "pool", "_mutual": (2, 3, 5)}, True)]
     if not no_ablations:
         variants += [("FITRep, uniform α", {"fusion": "uniform"}, False),
                      ("FITRep, no SPDR (reducer none)", {"reducer": "none"}, True),
@@ -303,8 +305,19 @@ def run_split(cat: Catalog, seed: int, args) -> tuple[list[dict], list[dict]]:
         if kw.get("_tune") == "pool":
             fit_select = cat.subset(np.sort(np.concatenate([fit_idx, sel_idx])))
             nn_grid = [None] + ([round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if kw.get("_nn") else [])
-            model.tune(fit_select, tau_grid=[round(float(x), 3) for x in np.arange(0.2, 0.8, 0.01)], nn_grid=nn_grid,
-                       score_on=select.ids)
+            grid = [round(float(x), 3) for x in np.arange(0.2, 0.8, 0.01)]
+            best_m = None
+            if kw.get("_mutual"):  # the filter's m is chosen on select too: one tune per m, the best kept
+                tried = {}
+                for m_k in kw["_mutual"]:
+                    cand = copy.deepcopy(model)
+                    cand.clusterer_.mutual_k = m_k
+                    cand.tune(fit_select, tau_grid=grid, nn_grid=nn_grid, score_on=select.ids)
+                    tried[m_k] = cand
+                best_m = max(tried, key=lambda m_k: (tried[m_k].tune_info_["select_mean_item_f1"], -m_k))
+                model = tried[best_m]
+            else:
+                model.tune(fit_select, tau_grid=grid, nn_grid=nn_grid, score_on=select.ids)
             info = model.tune_info_
             tau, sel_f1, nn = info["tau"], info["select_mean_item_f1"], info["nn_threshold"]
             curve = {r["tau"]: r["mean_item_f1"] for r in info["curve"] if r["nn_threshold"] == nn}
@@ -319,7 +332,8 @@ def run_split(cat: Catalog, seed: int, args) -> tuple[list[dict], list[dict]]:
         t0 = time.perf_counter()
         res = model.dedup(report)
         secs = time.perf_counter() - t0
-        thr = f"{tau:.3f} (fit {tau_fit:.3f})" + ("" if nn is None else f", nn {nn:.2f}")
+        thr = (f"{tau:.3f} (fit {tau_fit:.3f})" + ("" if nn is None else f", nn {nn:.2f}")
+               + ("" if kw.get("_tune") != "pool" or best_m is None else f", m {best_m}"))
         where = "select inside fit+select" if kw.get("_tune") == "pool" else "select"
         alone = record(name, res.clusters["cluster_id"].tolist(), secs,
                        f"fit (α, β, γ) + {where} (τ)" if learn else f"{where} (τ; α given)",

@@ -443,3 +443,20 @@ def test_nearest_neighbour_rule_is_opt_in_and_keeps_each_items_best_pair():
     assert cl.cluster_id[2] == cl.cluster_id[3] != cl.cluster_id[0]  # c-d kept by the rule (0.42 >= 0.4)
     assert cl.cluster_id[4] not in cl.cluster_id[:4]  # e's best pair (0.2) is below the rule's threshold
     np.testing.assert_array_equal(on.edge_mask(5, i, j, s), [True, False, True, False])
+
+
+def test_mutual_neighbour_filter_drops_one_sided_edges():
+    ids = ["a", "b", "c", "d"]
+    # d is a hub: every item's pair with d scores 0.6, but a-b, b-c are better for a, b, c
+    i = np.array([0, 1, 0, 1, 2])
+    j = np.array([1, 2, 3, 3, 3])
+    s = np.array([0.9, 0.8, 0.6, 0.6, 0.6], np.float32)
+    c = NearDuplicateClusterer(threshold=0.5, guard=False, mutual_k=1)
+    # ranks: a: a-b 0, a-d 1; b: a-b 0, b-c 1, b-d 2; c: b-c 0, c-d 1; d (ties by pair order): a-d 0, b-d 1, c-d 2
+    np.testing.assert_array_equal(c.mutual_pairs(4, i, j, s), [True, False, False, False, False])
+    cl = c.cluster(4, i, j, s, ids)
+    assert cl.cluster_id[0] == cl.cluster_id[1] and len({cl.cluster_id[0], cl.cluster_id[2], cl.cluster_id[3]}) == 3
+    np.testing.assert_array_equal(c.edge_mask(4, i, j, s), [True, False, False, False, False])
+    two = NearDuplicateClusterer(threshold=0.5, guard=False, mutual_k=2)
+    np.testing.assert_array_equal(two.mutual_pairs(4, i, j, s), [True, True, True, False, False])
+    assert NearDuplicateClusterer(threshold=0.5).mutual_pairs(4, i, j, s) is None

@@ -46,6 +46,7 @@ class _ParamsModel(BaseModel):
     guard: bool
     guard_margin: float = Field(ge=0.0, le=2.0)
     nn_threshold: float | None = Field(default=None, gt=-2.0, le=2.0)
+    mutual_k: int | None = Field(default=None, ge=1, le=1000)
     images: Literal["auto", "on", "off"]
     ocr: bool
     edge_score: Literal["exact", "reduced"]

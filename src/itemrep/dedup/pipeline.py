@@ -832,6 +832,7 @@ class FITRep:
             "guard": c.guard,
             "guard_margin": c.guard_margin,
             "nn_threshold": c.nn_threshold,
+            "mutual_k": getattr(c, "mutual_k", None),
             "images": self.images,
             "ocr": self.ocr,
             "edge_score": self.edge_score,
@@ -913,7 +914,7 @@ class FITRep:
         kw = dict(
             text_encoder=prm["text_encoder"], slot_specs=specs, reducer=prm["reducer"],
             clusterer=NearDuplicateClusterer(threshold=prm["tau"], k=prm["k"], guard=prm["guard"], guard_margin=prm["guard_margin"],
-                                             nn_threshold=prm.get("nn_threshold")),
+                                             nn_threshold=prm.get("nn_threshold"), mutual_k=prm.get("mutual_k")),
             images=prm["images"], ocr=prm["ocr"], edge_score=prm["edge_score"], random_state=prm["random_state"],
             blend_rounds=prm.get("blend_rounds", 0), blend_power=prm.get("blend_power", 3.0), blend_floor=prm.get("blend_floor"),
             fusion=AttentionFusion.from_dict(payload["fusion"]),
