@@ -200,6 +200,10 @@ def topk_rows(s, dout, iout):  # pragma: no cover - compiled
                 thr = dr[last]
 
 
+#: Rows from which :func:`csr_take` uses its compiled copy.
+TAKE_COMPILED_MIN = 256
+
+
 @numba.njit(cache=True, nogil=True)
 def _csr_take(indptr, indices, data, rows, out_ptr, out_ind, out_dat):  # pragma: no cover - compiled
     for r in range(len(rows)):
@@ -213,14 +217,18 @@ def _csr_take(indptr, indices, data, rows, out_ptr, out_ind, out_dat):  # pragma
 def csr_take(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows ``rows`` (int64, any order) of a CSR matrix given by its arrays (memory-mapped ones
-    included): ``(indptr int64 (len(rows) + 1,), indices int32, data float32)``."""
+    included): ``(indptr int64 (len(rows) + 1,), indices int32, data float32)``. From
+    :data:`TAKE_COMPILED_MIN` rows a compiled copy; below, numpy fancy indexing (the compiled
+    call's fixed overhead exceeds the copy for the few rows of a lookup)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     ptr = np.asarray(indptr)
-    lens = ptr[rows + 1] - ptr[rows]
+    lens = np.asarray(ptr[rows + 1], dtype=np.int64) - np.asarray(ptr[rows], dtype=np.int64)
     out_ptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lens, out=out_ptr[1:])
+    if len(rows) < TAKE_COMPILED_MIN:
+        offs = np.repeat(np.asarray(ptr[rows], dtype=np.int64) - out_ptr[:-1], lens) + np.arange(int(out_ptr[-1]), dtype=np.int64)
+        return out_ptr, np.asarray(indices[offs], dtype=np.int32), np.asarray(data[offs], dtype=np.float32)
     out_ind = np.empty(int(out_ptr[-1]), dtype=np.int32)
     out_dat = np.empty(int(out_ptr[-1]), dtype=np.float32)
-    if len(rows):
-        _csr_take(ptr, np.asarray(indices), np.asarray(data), rows, out_ptr, out_ind, out_dat)
+    _csr_take(ptr, np.asarray(indices), np.asarray(data), rows, out_ptr, out_ind, out_dat)
     return out_ptr, out_ind, out_dat

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from itemrep.dedup.slots import SlotSet
+from itemrep.encoders.text import l2_normalize_rows
 
 
 def blend_weights(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, power: float = 3.0,
@@ -47,19 +48,6 @@ def blend_weights(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, power
     return sp.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
 
 
-def _normalise_rows(m):
-    if sp.issparse(m):
-        m = sp.csr_matrix(m, dtype=np.float32)
-        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
-        inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
-        out = sp.diags(inv) @ m
-        out = out.tocsr()
-        out.sort_indices()
-        return out
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return np.where(norms > 0, m / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
-
-
 def blend_slots(slots: SlotSet, w: sp.csr_matrix) -> SlotSet:
     """Every slot matrix c blended as ``normalise(W @ c)``, rows of items without the slot kept
     zero; levels, conflict slots, knots and modal slots unchanged.
@@ -68,7 +56,7 @@ def blend_slots(slots: SlotSet, w: sp.csr_matrix) -> SlotSet:
         slots: N items. w: (N, N) blending matrix (:func:`blend_weights`).
 
     Returns:
-        A new in-memory :class:`SlotSet` (salience dropped: it is folded into nothing here).
+        A new in-memory :class:`SlotSet`; per-item salience is not carried over.
     """
     mats = {}
     for name, m in slots.matrices.items():
@@ -79,9 +67,12 @@ def blend_slots(slots: SlotSet, w: sp.csr_matrix) -> SlotSet:
         else:
             b = np.asarray(w @ np.asarray(m, dtype=np.float32), dtype=np.float32)
             b[~pres] = 0.0
-        mats[name] = _normalise_rows(b)
+        b = l2_normalize_rows(b)
+        if sp.issparse(b):
+            b.sort_indices()  # the pair-cosine kernel merges sorted column indices
+        mats[name] = b
     return SlotSet(matrices=mats, levels=dict(slots.levels), conflict_slots=list(slots.conflict_slots),
-                   knots=dict(slots.knots), modal_slots=list(getattr(slots, "modal_slots", [])))
+                   knots=dict(slots.knots), modal_slots=list(slots.modal_slots))
 
 
 __all__ = ["blend_slots", "blend_weights"]

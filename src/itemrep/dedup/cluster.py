@@ -702,6 +702,21 @@ def _group_by_list(x: np.ndarray, lists: np.ndarray, ids: np.ndarray, nlist: int
     return np.ascontiguousarray(x[order], dtype=np.float32), ptr, np.asarray(ids, np.int64)[order]
 
 
+def _pair_ranks(i, j, score) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each candidate pair among the pairs of each of its two items, by score descending
+    (ties: the earlier pair first): ``(rank at i, rank at j)``, int64 (E,) each, 0 = the item's best."""
+    i = np.asarray(i, np.int64).reshape(-1)
+    j = np.asarray(j, np.int64).reshape(-1)
+    s2 = np.tile(np.asarray(score, np.float32).reshape(-1), 2)
+    e = len(i)
+    item = np.concatenate([i, j])
+    o = np.lexsort((np.tile(np.arange(e), 2), -s2, item))
+    start = np.r_[0, np.flatnonzero(item[o][1:] != item[o][:-1]) + 1] if e else np.zeros(0, np.int64)
+    rank = np.empty(2 * e, dtype=np.int64)
+    rank[o] = np.arange(2 * e) - np.repeat(start, np.diff(np.r_[start, 2 * e]))
+    return rank[:e], rank[e:]
+
+
 def _pairs_from_knn(nn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Undirected unique pairs ``(i < j)``, sorted, from an int64 (N, k) neighbour table (row r =
     item r; ``-1`` = none; self-matches dropped)."""
@@ -1183,20 +1198,8 @@ class NearDuplicateClusterer:
         candidate pairs (ties: the earlier pair first); ``None`` when the filter is off."""
         if self.mutual_k is None:
             return None
-        i = np.asarray(i, np.int64).reshape(-1)
-        j = np.asarray(j, np.int64).reshape(-1)
-        score = np.asarray(score, np.float32).reshape(-1)
-        e = len(i)
-        if not e:
-            return np.zeros(0, dtype=bool)
-        item = np.concatenate([i, j])
-        pair = np.concatenate([np.arange(e), np.arange(e)])
-        s2 = np.concatenate([score, score])
-        o = np.lexsort((pair, -s2, item))
-        start = np.r_[0, np.flatnonzero(item[o][1:] != item[o][:-1]) + 1]
-        rank = np.empty(2 * e, dtype=np.int64)
-        rank[o] = np.arange(2 * e) - np.repeat(start, np.diff(np.r_[start, 2 * e]))
-        return (rank[:e] < self.mutual_k) & (rank[e:] < self.mutual_k)
+        ra, rb = _pair_ranks(i, j, score)
+        return (ra < self.mutual_k) & (rb < self.mutual_k)
 
     @property
     def min_edge_score(self) -> float:
@@ -1208,20 +1211,8 @@ class NearDuplicateClusterer:
         ties to the earlier pair, when its score ≥ ``nn_threshold``); ``None`` when the rule is off."""
         if self.nn_threshold is None:
             return None
-        i = np.asarray(i, np.int64).reshape(-1)
-        j = np.asarray(j, np.int64).reshape(-1)
-        score = np.asarray(score, np.float32).reshape(-1)
-        out = np.zeros(len(i), dtype=bool)
-        if not len(i):
-            return out
-        item = np.concatenate([i, j])
-        pair = np.concatenate([np.arange(len(i)), np.arange(len(i))])
-        s2 = np.concatenate([score, score])
-        o = np.lexsort((pair, -s2, item))  # per item: best score first, then the earlier pair
-        first = o[np.r_[True, item[o][1:] != item[o][:-1]]]
-        best = pair[first][s2[first] >= self.nn_threshold]
-        out[best] = True
-        return out
+        ra, rb = _pair_ranks(i, j, score)
+        return ((ra == 0) | (rb == 0)) & (np.asarray(score, np.float32).reshape(-1) >= self.nn_threshold)
 
     def edge_mask(self, n: int, i, j, score) -> np.ndarray:
         """bool (E,): the candidate pairs that are edges (score ≥ τ and, with the mutual filter,

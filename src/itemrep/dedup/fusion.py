@@ -170,7 +170,8 @@ class AttentionFusion:
         alpha = self.weights(slots)
         w = np.concatenate([alpha, -self.penalties(slots), self.bonuses(slots)]).astype(np.float32)
         terms = feats * w[None, :]
-        modal = [(k, n) for k, n in enumerate(slots.names) if n in set(getattr(slots, "modal_slots", ())) and alpha[k] > 0]
+        modal_names = set(slots.modal_slots)
+        modal = [(k, n) for k, n in enumerate(slots.names) if n in modal_names and alpha[k] > 0]
         if modal and len(terms):
             ia, ja = np.asarray(i), np.asarray(j)
             missing = np.zeros(len(terms), dtype=np.float64)

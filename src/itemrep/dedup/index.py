@@ -279,15 +279,8 @@ def _gather_slots(parts: list) -> object:
             datas, inds, lens = [], [], []
             for s, rows in parts:
                 m = s.matrices[name]
-                if len(rows) >= 256:  # compiled copy; below, its call overhead exceeds numpy's
-                    ptr, ind, dat = csr_take(m.indptr, m.indices, m.data, rows)
-                    ln = np.diff(ptr)
-                else:
-                    st = np.asarray(m.indptr[rows], dtype=np.int64)
-                    ln = np.asarray(m.indptr[rows + 1], dtype=np.int64) - st
-                    offs = np.repeat(st - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-                    dat = np.asarray(m.data[offs], dtype=np.float32)
-                    ind = np.asarray(m.indices[offs], dtype=np.int32)
+                ptr, ind, dat = csr_take(m.indptr, m.indices, m.data, rows)
+                ln = np.diff(ptr)
                 datas.append(dat)
                 inds.append(ind)
                 lens.append(ln)
@@ -303,7 +296,7 @@ def _gather_slots(parts: list) -> object:
             mats[name] = np.concatenate([np.asarray(s.matrices[name][r], dtype=np.float32) for s, r in parts])
     sal = {k: np.concatenate([np.asarray(s.salience[k])[r] for s, r in parts]) for k in first.salience}
     return cls(matrices=mats, levels=dict(first.levels), salience=sal, conflict_slots=list(first.conflict_slots),
-               knots=dict(first.knots), modal_slots=list(getattr(first, "modal_slots", [])))
+               knots=dict(first.knots), modal_slots=list(first.modal_slots))
 
 
 @contextlib.contextmanager
@@ -1177,7 +1170,8 @@ class ClusterIndex:
                     k = pos_of[str(enc.ids[i])]
                     cid[k], rid[k], score[k], match[k] = c, clusters[c][3], g, "existing"
         cols = {"item_id": ids, "cluster_id": cid, "representative_id": rid, "score": score, "match": match}
-        return pd.DataFrame({c: (v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object)) for c, v in cols.items()})
+        return pd.DataFrame({c: (v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object)) for c, v in cols.items()},
+                            columns=LOOKUP_COLUMNS)
 
     # ------------------------------------------------------------------ reading
     def assignments(self) -> pd.DataFrame:

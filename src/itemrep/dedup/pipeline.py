@@ -51,7 +51,7 @@ from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer, candidate_
 from itemrep.dedup.fusion import AttentionFusion
 from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
 from itemrep.dedup.reduce import load_reducer, make_reducer
-from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, DESCRIPTION_LEVEL, RawSlots, SlotEncoder, SlotSet, SlotSpec, concept_level
+from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, RawSlots, SlotEncoder, SlotSet, SlotSpec, concept_level
 from itemrep.errors import ItemFailure, ModelDirError
 from itemrep.runinfo import Progress, StageTimer
 
@@ -260,7 +260,7 @@ def _group_columns(cols: dict[str, list], n: int) -> tuple[list[list[tuple[str, 
             errors.append(err)
             prev = iid
         if slot is not None:
-            concepts[-1].append((slot, value, DESCRIPTION_LEVEL if src == "text" else level))
+            concepts[-1].append((slot, value, concept_level(level, src)))
     if len(concepts) != n:
         raise RuntimeError(f"extractor returned concepts for {len(concepts)} of {n} items")
     return concepts, errors
@@ -374,7 +374,7 @@ class FITRep:
         """Neighbourhood blending (:mod:`itemrep.dedup.blend`), ``blend_rounds`` times: the slot
         rows of ``enc`` are replaced by their blends over the scored candidate pairs (i, j) (pairs
         below ``blend_floor``, default τ - guard margin, do not blend)."""
-        if not self.blend_rounds or edge_score_is_reduced(self.edge_score) or len(i) == 0:
+        if not self.blend_rounds or self.edge_score == "reduced" or len(i) == 0:  # reduced: no slots to blend
             return
         from itemrep.dedup.blend import blend_slots, blend_weights
 
@@ -970,11 +970,6 @@ def _degenerate(concept_keys: np.ndarray, input_keys: np.ndarray, share: float =
     different = int(members.sum() - same.max())  # members whose input differs from the most common one
     return ({"items": int(members.sum()), "different_inputs": different, "share": float(members.sum() / n)}
             if different / n > share else None)
-
-
-def edge_score_is_reduced(edge_score: str) -> bool:
-    """True for ``edge_score="reduced"`` (edges scored by the reduced vectors: nothing to blend)."""
-    return edge_score == "reduced"
 
 
 def _score_in_blocks(fusion: AttentionFusion, slots: SlotSet, i: np.ndarray, j: np.ndarray, tau: float,

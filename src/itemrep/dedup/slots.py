@@ -76,6 +76,7 @@ def concept_level(level: str | None, source: str | None) -> str | None:
     description text (``source == "text"``), else its own level."""
     return DESCRIPTION_LEVEL if source == "text" else level
 
+
 #: Version of the saved slot-encoder state (``slots.json``); bumped when the layout changes.
 SLOT_ENCODER_FORMAT = 1
 
