@@ -249,7 +249,9 @@ def score_pairs(model, catalog: Catalog, pairs: pd.DataFrame, *, threshold: floa
     """Score given pairs of ``catalog`` items with a FITRep model, term by term.
 
     The model's unsupervised stages are fitted on ``catalog`` (``model.fit_transform``, which sets
-    the model's fitted encoders, as ``FITRep.dedup`` does); α, β, γ and τ are the model's.
+    the model's fitted encoders, as ``FITRep.dedup`` does); α, β, γ and τ are the model's. Pairs
+    are scored on the items' own slot vectors: a model's neighbourhood blending (``blend_rounds``)
+    needs the candidate graph of a whole catalog and is not applied here.
 
     Args:
         model: a :class:`~itemrep.dedup.pipeline.FITRep` (e.g. ``FITRep.default()`` or ``FITRep.load(dir)``).
