@@ -161,3 +161,20 @@ def test_identical_items_share_one_cluster(tmp_path):
     cl = res.clusters
     assert cl[cl.item_id.str.startswith("x")].cluster_id.nunique() == 1
     assert res.run["degenerate_extractor"] is None  # identical inputs, identical concepts: not a broken extractor
+
+
+@pytest.mark.parametrize("analyzer,ngram", [("char_wb", (2, 4)), ("word", (1, 1)), ("word", (1, 2)), ("char", (2, 3))])
+def test_hashed_counts_equal_sklearn_hashing_vectorizer(analyzer, ngram):
+    """The per-word / per-document hashing shortcut gives scikit-learn's HashingVectorizer counts exactly."""
+    from itemrep.encoders.text import HashedTfidfEncoder
+
+    texts = list(pd.read_csv(FIX / "catalog_small.csv")["title"].astype(str)) * 3 + [
+        "", None, "ΟΔΟΣ Σ", "İstanbul  çay\t\tx", "a", "  ", "ab-c/d.e f_g 500ml 500ML", "😀😀 x", "a a a a"]
+    enc = HashedTfidfEncoder(analyzer, ngram)
+    ref = enc._hasher().transform([t or "" for t in texts]).tocsr()
+    ref.sort_indices()
+    got = enc.counts(texts)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert np.array_equal(got.indptr, ref.indptr) and np.array_equal(got.indices, ref.indices)
+    assert np.array_equal(got.data, ref.data)
+    assert enc.counts([]).shape == (0, enc.n_features)
