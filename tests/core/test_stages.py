@@ -178,3 +178,22 @@ def test_hashed_counts_equal_sklearn_hashing_vectorizer(analyzer, ngram):
     assert np.array_equal(got.indptr, ref.indptr) and np.array_equal(got.indices, ref.indices)
     assert np.array_equal(got.data, ref.data)
     assert enc.counts([]).shape == (0, enc.n_features)
+
+
+def test_kept_workers_give_the_same_rows_and_stop_on_close(cat):
+    """FITRep.keep_workers: batches encoded by kept worker processes equal a fresh fork's output."""
+    from itemrep.dedup import pipeline as pl
+
+    m = FITRep(n_jobs=2, chunk_size=7).fit(cat)
+    ref = m.transform(cat)
+    m.keep_workers()
+    try:
+        a, b = m.transform(cat), m.transform(cat)
+        pool = pl._KEPT[id(m)]["pool"]
+        assert pool is not None
+    finally:
+        m.close()
+    assert id(m) not in pl._KEPT
+    for got in (a, b):
+        assert list(got.ids) == list(ref.ids)
+        np.testing.assert_array_equal(got.vectors, ref.vectors)

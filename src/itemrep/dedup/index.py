@@ -1041,6 +1041,9 @@ class ClusterIndex:
                                  changes=_changes_frame(pd.DataFrame(columns=CHANGE_COLUMNS)),
                                  stats={"n_items": 0, "n_skipped_existing": n_skipped, "committed": False})
             catalog = _sorted_by_id(catalog)
+            keep = getattr(self.model, "keep_workers", None)
+            if callable(keep):  # an index adds batch after batch: reuse the extraction workers
+                keep()
             t1 = time.perf_counter()
             enc = self.model.transform(catalog)
             t_enc = time.perf_counter() - t1
@@ -1194,7 +1197,10 @@ class ClusterIndex:
         return _changes_frame(self.registry.changes(batch))
 
     def close(self) -> None:
-        """Close the registry."""
+        """Close the registry and stop the model's kept worker processes (see :meth:`add`)."""
+        stop = getattr(self.model, "close", None)
+        if callable(stop):
+            stop()
         self.registry.close()
 
     def __enter__(self) -> "ClusterIndex":
