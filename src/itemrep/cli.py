@@ -3,6 +3,7 @@
 Contract (other tools depend on it)::
 
     itemrep fit CATALOG --label-col COL --model-dir DIR [column flags]
+    itemrep fit CATALOG --pairs LABELLED_PAIRS --model-dir DIR [--label-col COL] [--prior builtin|none|DIR]
     itemrep dedup CATALOG --out DIR [--model-dir DIR] [column flags]
     itemrep pairs PAIRS --out scores.parquet [--catalog CATALOG] [--model-dir DIR] [column flags]
 """
@@ -113,9 +114,12 @@ def _summary(result, out: Path) -> None:
 
 @app.command()
 def fit(
-    catalog: Path = typer.Argument(..., help="Labelled catalog (.csv, .jsonl or .parquet)."),
-    label_col: str = typer.Option(..., "--label-col", help="Ground-truth group column: items with the same value are duplicates."),
+    catalog: Path = typer.Argument(..., help="Catalog (.csv, .jsonl or .parquet) with a group column (--label-col) or the items --pairs names."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Ground-truth group column: items with the same value are duplicates (this, --pairs, or both)."),
     model_dir: Path = typer.Option(..., "--model-dir", help="Where to write model.json (α, τ, parameters)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Labelled pairs of CATALOG items: CSV/TSV/JSONL/Parquet with item_a, item_b, label (1/0 or true/false; rows with an empty label are skipped), e.g. a filled-in `itemrep review-pairs` file. They join the training pairs of --label-col, or are the only ones; τ is chosen on them too."),
+    prior: str = typer.Option("auto", "--prior", help="Model whose weights the fit is pulled toward: builtin, none, or a model dir. auto: the built-in model with --pairs alone (a few pairs correct a model rather than replace it), none otherwise."),
+    prior_strength: Optional[float] = typer.Option(None, "--prior-strength", min=0.0, help="Weight of --prior against the pairs' summed log-loss (default 10, chosen on Shopee's select split: docs/dedup.md, review loop)."),
     id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
     image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
     image_root: Optional[Path] = ImageRoot, sep: Optional[str] = Sep, encoding: Optional[str] = Encoding,
@@ -131,7 +135,7 @@ def fit(
     nn_rule: bool = typer.Option(False, "--nn-rule", help="Also choose a nearest-neighbour threshold on --select (every item keeps its best candidate above it). Only for catalogs where most items have a duplicate."),
     blend_rounds: int = typer.Option(0, "--blend-rounds", min=0, max=5, help="Rounds of neighbourhood blending of the slot vectors (0 = off; measured gain on Shopee: docs/dedup.md)."),
 ) -> None:
-    """Learn slot weights α and the clustering threshold τ from a labelled catalog."""
+    """Learn slot weights α and the clustering threshold τ from a labelled catalog (--label-col), labelled pairs (--pairs), or both."""
     import numpy as np
 
     from itemrep.dedup.pipeline import FITRep
@@ -140,14 +144,20 @@ def fit(
         a = dict(locals())
         if nn_rule and select is None:
             raise ValueError("--nn-rule needs --select: the rule's threshold is chosen on a second labelled catalog")
+        if label_col is None and pairs is None:
+            raise ValueError("fit learns from --label-col (a group column), --pairs (labelled pairs) or both; give one")
+        if select is not None and label_col is None:
+            raise ValueError("--select needs --label-col: τ is chosen there by group F1 (with --pairs alone, τ is chosen on the pairs)")
         cat, kw = _prepare(a, model_dir)
-        cat.require_labels("fit")
+        if label_col is not None:
+            cat.require_labels("fit")
+        fit_kw, prior_name = _fit_pairs_kwargs(pairs, prior, prior_strength, label_col, encoding)
         sel = None
         if select is not None:
             sel, _ = _prepare(dict(a, catalog=select), model_dir)
             sel.require_labels("fit --select")
         m = FITRep(**kw, blend_rounds=blend_rounds)
-        m.fit(cat)
+        m.fit(cat, **fit_kw)
         if sel is not None:
             from itemrep.catalog import Catalog
 
@@ -173,12 +183,35 @@ def fit(
     except (ItemrepError, ValueError) as e:
         _fail(str(e))
     info = m.fit_info_
-    typer.echo(f"fitted on {info['n_items']} items ({info['positive_pairs']} duplicate pairs of {info['n_candidate_pairs']} candidates): "
-               f"τ = {info['tau']:.3f}, train mean per-item F1 {info['train_mean_item_f1']:.4f}", err=True)
+    if info.get("n_labelled_pairs"):
+        typer.echo(f"fitted on {info['n_items']} items: {info['n_labelled_pairs']} labelled pairs ({info['labelled_positive_pairs']} "
+                   f"duplicates)" + (f" + {info['n_candidate_pairs']} candidate pairs of the groups" if info["n_candidate_pairs"] else "")
+                   + (f", prior {prior_name} (strength {info['prior']['strength']:g})" if info.get("prior") else "")
+                   + f": τ = {info['tau']:.3f} ({info['tau_criterion']} {info['train_tau_score']:.4f})", err=True)
+    else:
+        typer.echo(f"fitted on {info['n_items']} items ({info['positive_pairs']} duplicate pairs of {info['n_candidate_pairs']} candidates): "
+                   f"τ = {info['tau']:.3f}, train mean per-item F1 {info['train_mean_item_f1']:.4f}", err=True)
     typer.echo("α: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(info["alpha"].items(), key=lambda kv: -kv[1])), err=True)
     if getattr(m, "tune_info_", None):
         typer.echo(f"the model uses τ = {m.tau:.3f} (chosen on --select)", err=True)
     typer.echo(f"wrote {path}", err=True)
+
+
+def _fit_pairs_kwargs(pairs: Optional[Path], prior: str, strength: Optional[float], label_col: Optional[str],
+                      encoding: Optional[str]) -> tuple[dict, str]:
+    """``FITRep.fit`` keyword arguments of ``itemrep fit --pairs/--prior`` (``{}`` without --pairs
+    and prior) and the prior used (``--prior auto``: the built-in model with --pairs alone, else none)."""
+    from itemrep.dedup.pipeline import DEFAULT_PRIOR_STRENGTH, FITRep
+    from itemrep.dedup.review import read_pair_labels
+
+    kw: dict = {}
+    if pairs is not None:
+        kw["pairs"] = read_pair_labels(pairs, encoding=encoding)
+    p = ("builtin" if pairs is not None and label_col is None else "none") if prior == "auto" else prior
+    if p != "none":
+        kw.update(prior=FITRep.default() if p == "builtin" else FITRep.load(Path(p)),
+                  prior_strength=DEFAULT_PRIOR_STRENGTH if strength is None else strength)
+    return kw, p
 
 
 @app.command()
@@ -199,6 +232,8 @@ def dedup(
     llm_timeout: float = LlmTimeout, llm_max_retry_after: float = LlmRetryAfter, llm_retry_budget: float = LlmRetryBudget,
     llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
+    features: bool = typer.Option(False, "--features", help="Also write item_features.parquet: cluster id, cluster size, representative flag, score to the representative and the primary concept values of every item, for CTR models (docs/dedup.md)."),
+    report: bool = typer.Option(False, "--report", help="Also write OUT/report.html (charts, cluster gallery, borderline pairs; one offline file) and OUT/review_pairs.csv; `itemrep report OUT` remakes it with other options."),
 ) -> None:
     """Give every item a stable cluster id; near-duplicates share one."""
     from itemrep.dedup.pipeline import FITRep
@@ -212,7 +247,12 @@ def dedup(
             kw["threshold"] = threshold
         m = FITRep.load(model_dir, **kw) if model_dir else FITRep.default(**kw)
         result = m.dedup(cat)
+        result.run["model"] = str(model_dir) if model_dir else "built-in"
         result.write(out)
+        if features:
+            from itemrep.dedup.features import item_features, write_item_features
+
+            write_item_features(item_features(result), out)
     except Interrupted as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -220,6 +260,15 @@ def dedup(
     except (ItemrepError, ValueError, OSError) as e:
         _fail(str(e))
     _summary(result, out)
+    if features:
+        typer.echo(f"wrote {out}/item_features.parquet (features for CTR models, docs/dedup.md)", err=True)
+    if report:
+        from itemrep.report.cli import write_report
+
+        try:
+            write_report(out, cat, seed=seed)
+        except (ItemrepError, ValueError, OSError) as e:
+            _fail(f"the dedup outputs are written, the report is not: {e}")
 
 
 def _model_kwargs(a: dict, llm_cache_default: Path) -> dict:
@@ -394,9 +443,13 @@ def _mount_subapps() -> None:
         print(f"warning: `itemrep index` unavailable: {e}", file=sys.stderr)
         return
     app.add_typer(index_app, name="index", help="Persistent index: build once, add tomorrow's items, look up clusters.")
+    import itemrep.review_cli  # noqa: F401  (registers `itemrep explain` and `itemrep review-pairs` on this app)
 
 
 _mount_subapps()
+from itemrep.report.cli import report_command  # noqa: E402
+
+app.command("report")(report_command)
 
 if __name__ == "__main__":
     app()

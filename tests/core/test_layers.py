@@ -2,8 +2,10 @@
 
 Layers, top to bottom (a module may import its own layer and the layers its row lists)::
 
-    cli             itemrep.cli, itemrep.index_cli               -> anything
-    dedup-pipeline  itemrep.dedup.pipeline, itemrep.dedup.index  -> dedup stages, concepts, encoders, infrastructure
+    cli             itemrep.cli, itemrep.index_cli, itemrep.review_cli  -> anything
+    report          itemrep.report.*                             -> dedup pipeline and stages, concepts, encoders, infrastructure
+    dedup-pipeline  itemrep.dedup.pipeline, itemrep.dedup.index,
+                    itemrep.dedup.explain                        -> dedup stages, concepts, encoders, infrastructure
     dedup-stages    the rest of itemrep.dedup                    -> concepts, encoders, infrastructure
     recsys          itemrep.recsys.*                             -> concepts, encoders, infrastructure
     concepts        itemrep.concepts.*                           -> infrastructure      (not encoders)
@@ -11,7 +13,8 @@ Layers, top to bottom (a module may import its own layer and the layers its row 
     infrastructure  itemrep (the package), catalog, errors, images, cache, runinfo, paths, fetch -> infrastructure
 
 So: concepts and encoders are siblings (neither imports the other) and never import
-``itemrep.dedup``; nothing but the CLI modules imports ``itemrep.cli``; nothing in dedup, concepts,
+``itemrep.dedup``; nothing but the CLI modules imports ``itemrep.cli``; nothing but the CLI imports
+``itemrep.report`` (it reads what dedup wrote); nothing in dedup, concepts,
 encoders or infrastructure imports ``itemrep.recsys``. (``itemrep.recsys.cli`` is recsys's own
 command group and stays in the recsys layer.)
 
@@ -37,13 +40,15 @@ PACKAGE = "itemrep"
 INFRASTRUCTURE = frozenset({
     "itemrep", "itemrep.catalog", "itemrep.errors", "itemrep.images", "itemrep.cache", "itemrep.runinfo", "itemrep.paths", "itemrep.fetch",
 })  # fmt: skip
-PIPELINE = frozenset({"itemrep.dedup.pipeline", "itemrep.dedup.index"})
+#: ``itemrep.dedup.explain`` re-creates a FITRep from a dedup run's ``run.json``, so it sits with the pipeline.
+PIPELINE = frozenset({"itemrep.dedup.pipeline", "itemrep.dedup.index", "itemrep.dedup.explain"})
 #: The command line: ``itemrep.cli`` and the command groups it mounts (which share its options).
-CLI = frozenset({"itemrep.cli", "itemrep.index_cli"})
+CLI = frozenset({"itemrep.cli", "itemrep.index_cli", "itemrep.review_cli"})
 
 #: layer -> the layers its modules may import (its own layer is always allowed).
 ALLOWED: dict[str, frozenset[str]] = {
-    "cli": frozenset({"cli", "dedup-pipeline", "dedup-stages", "recsys", "concepts", "encoders", "infrastructure"}),
+    "cli": frozenset({"cli", "report", "dedup-pipeline", "dedup-stages", "recsys", "concepts", "encoders", "infrastructure"}),
+    "report": frozenset({"report", "dedup-pipeline", "dedup-stages", "concepts", "encoders", "infrastructure"}),
     "dedup-pipeline": frozenset({"dedup-pipeline", "dedup-stages", "concepts", "encoders", "infrastructure"}),
     "dedup-stages": frozenset({"dedup-stages", "concepts", "encoders", "infrastructure"}),
     "recsys": frozenset({"recsys", "concepts", "encoders", "infrastructure"}),
@@ -63,7 +68,7 @@ def layer_of(module: str) -> str | None:
         return "cli"
     if module in PIPELINE or any(module.startswith(p + ".") for p in PIPELINE):
         return "dedup-pipeline"
-    for pkg, layer in (("itemrep.dedup", "dedup-stages"), ("itemrep.concepts", "concepts"),
+    for pkg, layer in (("itemrep.report", "report"), ("itemrep.dedup", "dedup-stages"), ("itemrep.concepts", "concepts"),
                        ("itemrep.encoders", "encoders"), ("itemrep.recsys", "recsys")):  # fmt: skip
         if module == pkg or module.startswith(pkg + "."):
             return layer

@@ -36,7 +36,7 @@ def test_dedup_outputs_and_quality(fitted, tmp_path):
                             "--label-col", "label", "--quiet"])
     assert r.exit_code == 0, r.output
     cl = pd.read_parquet(out / "clusters.parquet")
-    assert list(cl.columns) == ["item_id", "cluster_id", "representative_id", "similarity"]
+    assert list(cl.columns) == ["item_id", "cluster_id", "representative_id", "score"]
     assert len(cl) == 43 and cl["item_id"].is_unique
     assert all(isinstance(x, str) for x in cl["cluster_id"])
     # every representative belongs to its own cluster

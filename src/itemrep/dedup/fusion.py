@@ -29,12 +29,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
 
 from itemrep.dedup.slots import SlotSet
+
+
+@dataclass
+class PairTerms:
+    """The edge score of E pairs and its parts (:meth:`AttentionFusion.pair_terms`).
+
+    Attributes:
+        names: the F feature names (``SlotSet.feature_names``: slots, ``conflict_<slot>``,
+            ``match_<slot>@<knot>``).
+        features: float32 (E, F) cos_k, conf_c = 1 − cos_c (both items state c, else 0), and
+            near-match values max(0, cos_k − t)/(1 − t).
+        weights: float32 (F,) α_k, −γ_c and β_{k,t} in that order.
+        scale: float32 (E,) 1/ρ, ρ = 1 − Σ α of the modal slots a pair lacks on either side.
+        terms: float32 (E, F) features · weights · scale.
+        score: float32 (E,) ``terms.sum(axis=1)``.
+    """
+
+    names: list[str]
+    features: np.ndarray
+    weights: np.ndarray
+    scale: np.ndarray
+    terms: np.ndarray
+    score: np.ndarray
 
 
 class AttentionFusion:
@@ -151,25 +175,33 @@ class AttentionFusion:
         names = [n for n in slots.feature_names if n.startswith("match_")]
         return np.array([max(0.0, float(beta.get(n, 0.0))) for n in names], dtype=np.float64)
 
-    def pair_similarity(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact edge score of pairs and its per-feature terms.
+    def pair_terms(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> PairTerms:
+        """The edge score of pairs (i, j) of ``slots`` with everything it is made of (FITRep
+        Sec. 3.1, Eq. of the attention-weighted fusion ``z·z' = Σ_k α_k cos_k``; near-match bonuses
+        β and attribute conflicts γ are our extension, see the module docstring).
 
         When a pair lacks a *modal* slot (``slots.modal_slots``: photo, description, ...) on either
         side, the weight α_m of that slot says nothing about the pair, so every term is divided by
-        ``1 - Σ_{m missing} α_m``: the score is renormalised over the slots both items have (a
+        ``ρ = 1 - Σ_{m missing} α_m``: the score is renormalised over the slots both items have (a
         model fitted with a phash slot keeps its scale on items without a photo). Attribute slots
         are not renormalised: an attribute one side lacks is evidence.
 
+        Args:
+            slots: the items' slot rows.
+            i, j: int (E,) row positions in ``slots``.
+
         Returns:
-            ``(sim, terms)``: float32 (E,) with sim = (Σ α_k cos_k + Σ β match - Σ γ_c conf_c) / ρ,
-            ρ = 1 - Σ_{modal m missing on i or j} α_m, and float32 (E, F) terms in
-            ``slots.feature_names`` order (α_k cos_k / ρ, -γ_c conf_c / ρ, β match / ρ), which add
-            up to sim.
+            :class:`PairTerms` with ``features`` float32 (E, F) (``slots.pair_features``: cos_k,
+            conf_c, near-match values), ``weights`` float32 (F,) (α_k, −γ_c, β), ``scale`` float32
+            (E,) (1/ρ), ``terms`` float32 (E, F) = features · weights · scale and ``score``
+            float32 (E,) = ``terms.sum(axis=1)``: the edge score :meth:`pair_similarity`, ``dedup``
+            (``edges.parquet``) and the index use, bit for bit.
         """
         feats = slots.pair_features(i, j)
         alpha = self.weights(slots)
         w = np.concatenate([alpha, -self.penalties(slots), self.bonuses(slots)]).astype(np.float32)
         terms = feats * w[None, :]
+        scale = np.ones(len(terms), dtype=np.float32)
         modal_names = set(slots.modal_slots)
         modal = [(k, n) for k, n in enumerate(slots.names) if n in modal_names and alpha[k] > 0]
         if modal and len(terms):
@@ -182,24 +214,52 @@ class AttentionFusion:
             scale = np.where(rho > 1e-6, 1.0 / np.maximum(rho, 1e-6), 1.0).astype(np.float32)
             if np.any(scale != 1.0):
                 terms *= scale[:, None]
-        return terms.sum(axis=1), terms
+        return PairTerms(names=list(slots.feature_names), features=feats, weights=w, scale=scale, terms=terms,
+                         score=terms.sum(axis=1))
+
+    def pair_similarity(self, slots: SlotSet, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact edge score of pairs and its per-feature terms (:meth:`pair_terms`, without the parts).
+
+        Returns:
+            ``(sim, terms)``: float32 (E,) with sim = (Σ α_k cos_k + Σ β match - Σ γ_c conf_c) / ρ,
+            ρ = 1 - Σ_{modal m missing on i or j} α_m, and float32 (E, F) terms in
+            ``slots.feature_names`` order (α_k cos_k / ρ, -γ_c conf_c / ρ, β match / ρ), which add
+            up to sim.
+        """
+        t = self.pair_terms(slots, i, j)
+        return t.score, t.terms
 
     # ------------------------------------------------------------------ learning
-    def fit(self, cosines: np.ndarray, y: np.ndarray, names: Sequence[str], l2: float = 1e-3) -> "AttentionFusion":
-        """Learn α (and γ) by sign-constrained logistic regression on labelled pairs.
+    def fit(self, cosines: np.ndarray, y: np.ndarray, names: Sequence[str], l2: float = 1e-3,
+            sample_weight: np.ndarray | None = None, prior: tuple[np.ndarray, float] | None = None,
+            prior_strength: float = 0.0) -> "AttentionFusion":
+        """Learn α (and β, γ) by sign-constrained logistic regression on labelled pairs.
+
+        Minimises the class-balanced mean log-loss of P(dup) = σ(Σ_f w_f x_f + b) (x: the features,
+        conflicts negated; w ≥ 0) plus ``l2 · Σ w²`` and, with a ``prior`` (w₀, b₀),
+        ``(prior_strength / n) · (Σ (w − w₀)² + (b − b₀)²)``, n the total weight of the pairs: a
+        Gaussian prior centred on another model's coefficients (a MAP estimate; relative to the
+        summed log-loss its weight is fixed), so that a few labelled pairs correct that model
+        instead of replacing it, and more pairs move it further.
 
         Args:
             cosines: float (E, F) pair features (:meth:`SlotSet.pair_features`): K slot cosines,
                 conflicts (names ``conflict_<slot>``) and near-match features (``match_<slot>@<t>``).
             y: (E,) 1 for duplicate pairs (same label), 0 otherwise.
-            names: the K + C feature names (``slots.feature_names``).
+            names: the F feature names (``slots.feature_names``).
             l2: ridge penalty on the weights.
+            sample_weight: float (E,) ≥ 0, a weight per pair (default 1), applied on top of the
+                class balancing.
+            prior: ``(w₀ float (F,) over names, b₀)``, e.g. :meth:`prior_coef` of a fitted model.
+            prior_strength: weight of the prior penalty (0: no prior), against the log-loss summed
+                over the pairs: its pull fades as pairs accumulate.
 
         Returns:
-            self, with ``alpha_``, ``gamma_``, ``intercept_``, ``tau_logistic_`` set.
+            self, with ``alpha_``, ``gamma_``, ``beta_``, ``intercept_``, ``tau_logistic_``, ``coef_`` set.
 
         Raises:
-            ValueError: when ``y`` has a single class or shapes disagree.
+            ValueError: when ``y`` has a single class (without a prior), shapes disagree or a
+                weight is negative.
         """
         names = list(names)
         sign = np.array([-1.0 if n.startswith("conflict_") else 1.0 for n in names])
@@ -207,11 +267,22 @@ class AttentionFusion:
         y = np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != len(y) or x.shape[1] != len(names):
             raise ValueError(f"cosines {x.shape} do not match {len(y)} labels and {len(names)} slot names")
-        if y.min() == y.max():
+        if len(y) == 0 or (y.min() == y.max() and prior is None):
             raise ValueError("need both duplicate and non-duplicate pairs to learn slot weights; check --label-col")
-        pos = y.mean()
-        sw = np.where(y == 1, 0.5 / pos, 0.5 / (1 - pos))  # balanced classes
+        pw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if pw.shape != y.shape or (pw < 0).any() or not np.isfinite(pw).all():
+            raise ValueError(f"sample_weight must be {len(y)} finite weights >= 0")
+        pos = np.sum(pw * y) / np.sum(pw)
+        # balanced classes; with a prior, pairs of a single class are accepted and weigh as given
+        sw = pw * np.where(y == 1, 0.5 / pos, 0.5 / (1 - pos)) if 0 < pos < 1 else pw
         k = x.shape[1]
+        lam = float(prior_strength) / float(np.sum(pw)) if prior is not None else 0.0
+        if prior is not None:
+            w0, b0 = np.asarray(prior[0], dtype=np.float64), float(prior[1])
+            if w0.shape != (k,):
+                raise ValueError(f"prior has {w0.shape} coefficients for {k} features")
+        else:
+            w0, b0 = np.zeros(k), 0.0
 
         def loss(theta):
             w, b = theta[:k], theta[k]
@@ -221,11 +292,12 @@ class AttentionFusion:
             ll = np.logaddexp(0.0, s)
             p = 1.0 / (1.0 + np.exp(-z))
             g = sw * (p - y)
-            val = np.sum(sw * ll) / len(y) + l2 * np.sum(w * w)
-            grad = np.concatenate([x.T @ g / len(y) + 2 * l2 * w, [g.sum() / len(y)]])
+            dw, db = w - w0, b - b0
+            val = np.sum(sw * ll) / len(y) + l2 * np.sum(w * w) + lam * (np.sum(dw * dw) + db * db)
+            grad = np.concatenate([x.T @ g / len(y) + 2 * l2 * w + 2 * lam * dw, [g.sum() / len(y) + 2 * lam * db]])
             return val, grad
 
-        theta0 = np.concatenate([np.full(k, 1.0), [0.0]])
+        theta0 = np.concatenate([np.maximum(w0, 0.0), [b0]]) if prior is not None else np.concatenate([np.full(k, 1.0), [0.0]])
         bounds = [(0.0, None)] * k + [(None, None)]
         res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
         w, b = res.x[:k], res.x[k]
@@ -241,6 +313,43 @@ class AttentionFusion:
         self.tau_logistic_ = float(-b / total)
         self.coef_ = {n: float(v) for n, v in zip(names, w)}
         return self
+
+    def prior_coef(self, names: Sequence[str]) -> tuple[np.ndarray, float]:
+        """The logistic coefficients behind this fitted model's α, β, γ, as a prior for :meth:`fit`.
+
+        :meth:`fit` sets α = w / Σw, γ = v / Σw, β = u / Σw over the plain slot weights Σw, and
+        τ_logistic = −b / Σw; so Σw = −b / τ_logistic and the coefficients are recovered from the
+        saved α, β, γ, intercept and τ_logistic.
+
+        Args:
+            names: feature names (``slots.feature_names``); a feature the model does not weigh gets 0.
+
+        Returns:
+            ``(w float64 (F,), b float)`` in ``names`` order (conflict coefficients positive, as
+            :meth:`fit` uses them).
+
+        Raises:
+            ValueError: when the model carries no intercept / τ_logistic > 0 (it was not fitted by
+                :meth:`fit`, e.g. α given by hand): it cannot serve as a prior.
+        """
+        b, t = getattr(self, "intercept_", None), getattr(self, "tau_logistic_", None)
+        if b is None or t is None or not t > 0:
+            raise ValueError("the prior model carries no logistic intercept (it was not fitted by `itemrep fit`, "
+                             "or τ_logistic is not positive): it cannot serve as a prior; pass a fitted model")
+        total = -float(b) / float(t)
+        alpha = getattr(self, "alpha_", None) or self.alpha or {}
+        gamma = getattr(self, "gamma_", None) or self.gamma or {}
+        beta = getattr(self, "beta_", None) or self.beta or {}
+        w = []
+        for n in names:
+            if n.startswith("conflict_"):
+                v = gamma.get(n[len("conflict_"):], 0.0)
+            elif n.startswith("match_"):
+                v = beta.get(n, 0.0)
+            else:
+                v = alpha.get(n, 0.0)
+            w.append(max(0.0, float(v)) * total)
+        return np.asarray(w, dtype=np.float64), float(b)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
@@ -262,6 +371,10 @@ class AttentionFusion:
             f.alpha_ = dict(d["alpha"])
         if d.get("gamma"):
             f.gamma_ = dict(d["gamma"])
+        if d.get("intercept") is not None:  # kept so a loaded model can serve as a prior (prior_coef)
+            f.intercept_ = float(d["intercept"])
+        if d.get("tau_logistic") is not None:
+            f.tau_logistic_ = float(d["tau_logistic"])
         return f
 
     def save(self, directory: str | Path) -> None:

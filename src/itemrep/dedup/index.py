@@ -761,6 +761,21 @@ class ClusterIndex:
                 parts.append((slots, rows[lo:hi] - off))
         return parts
 
+    def slot_rows(self, item_ids: Sequence[str]) -> SlotSet:
+        """The stored exact slot rows of indexed items, one row per id in the given order (what
+        :meth:`add` scores new items against; ``model.score_pairs`` on them gives the index's scores).
+
+        Raises:
+            IndexDirError: an id that is not indexed (the message names it and the index).
+        """
+        ids = [str(x) for x in item_ids]
+        rows = self._rows_of(ids)
+        if (rows < 0).any():
+            miss = ids[int(np.flatnonzero(rows < 0)[0])]
+            raise IndexDirError(f"item {miss!r} is not indexed in {self.index_dir} ({self.n_rows} items); check the id")
+        uniq, inv = np.unique(rows, return_inverse=True)
+        return _gather_slots(self._row_parts(uniq)).take(inv.reshape(-1))
+
     # ------------------------------------------------------------------ matching
     def _match_old(self, enc, extra: tuple[np.ndarray, np.ndarray] | None = None):
         """Score new items against their k nearest indexed rows (and, in the same call, ``extra``

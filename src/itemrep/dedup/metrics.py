@@ -113,3 +113,53 @@ def dedup_metrics(true_labels: Sequence, pred_labels: Sequence) -> dict[str, flo
         "n_true_groups": int(len(set(map(str, true_labels)))),
         "n_pred_clusters": int(len(set(map(str, pred_labels)))),
     }
+
+
+def pair_comembership_f1(pred_labels: Sequence, i: np.ndarray, j: np.ndarray, y: np.ndarray) -> float:
+    """F1 of labelled pairs read off a clustering: a pair is predicted a duplicate when both items
+    share a cluster (so a chain of edges counts, not only a direct edge).
+
+    Args:
+        pred_labels: predicted cluster id per item, length N.
+        i, j: int (E,) item positions of the labelled pairs.
+        y: (E,) 1 for a duplicate pair, 0 for a distinct one.
+
+    Returns:
+        2 TP / (2 TP + FP + FN) in [0, 1]; 1.0 when there is no duplicate pair and no distinct pair
+        shares a cluster (nothing to get wrong).
+
+    Raises:
+        ValueError: when i, j and y differ in length.
+    """
+    i, j, y = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(y).astype(bool)
+    if not (len(i) == len(j) == len(y)):
+        raise ValueError(f"i, j and y must have one length; got {len(i)}, {len(j)}, {len(y)}")
+    c = _codes(pred_labels)
+    same = c[i] == c[j]
+    tp, fp, fn = int(np.sum(same & y)), int(np.sum(same & ~y)), int(np.sum(~same & y))
+    return 1.0 if tp + fp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn)
+
+
+def pair_comembership_accuracy(pred_labels: Sequence, i: np.ndarray, j: np.ndarray, y: np.ndarray) -> float:
+    """Share of labelled pairs a clustering gets right: a duplicate pair in one cluster, a distinct
+    pair in two (chains count, as in :func:`pair_comembership_f1`). A false merge and a missed
+    duplicate cost the same, as they do (pair for pair) in the mean per-item F1.
+
+    Args:
+        pred_labels: predicted cluster id per item, length N.
+        i, j: int (E,) item positions of the labelled pairs.
+        y: (E,) 1 for a duplicate pair, 0 for a distinct one.
+
+    Returns:
+        Accuracy in [0, 1]; 1.0 for no pairs.
+
+    Raises:
+        ValueError: when i, j and y differ in length.
+    """
+    i, j, y = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(y).astype(bool)
+    if not (len(i) == len(j) == len(y)):
+        raise ValueError(f"i, j and y must have one length; got {len(i)}, {len(j)}, {len(y)}")
+    if len(y) == 0:
+        return 1.0
+    c = _codes(pred_labels)
+    return float(np.mean((c[i] == c[j]) == y))

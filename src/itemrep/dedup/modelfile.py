@@ -105,6 +105,16 @@ def read_model_file(path: Path) -> dict:
         raise ModelDirError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ModelDirError(f"{path}: cannot read ({e})") from None
+    return check_model_payload(payload, path)
+
+
+def check_model_payload(payload, path: Path | str) -> dict:
+    """Validate the contents of a ``model.json`` (or a payload built from a run's ``run.json``)
+    read from ``path`` (named in messages); returns ``payload``.
+
+    Raises:
+        ModelDirError: as :func:`read_model_file`.
+    """
     if not isinstance(payload, dict):
         raise ModelDirError(f"{path}: expected a JSON object, found {type(payload).__name__}")
     if payload.get("format") not in (1, 2):

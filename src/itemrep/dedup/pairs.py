@@ -243,6 +243,34 @@ def check_pairs(df: pd.DataFrame, source: str = "pairs") -> pd.DataFrame:
     return out
 
 
+def check_pair_ids(pairs: pd.DataFrame, catalog: Catalog, source: str = "pairs") -> pd.DataFrame:
+    """:func:`check_pairs`, then check that every pair names item ids of ``catalog``.
+
+    Returns:
+        The normalised pair table (``attrs["source"]`` = ``source``).
+
+    Raises:
+        PairsError: ids that are not in the catalog (the message names up to 5 of them with their
+            line, or data row, and column, and the catalog file).
+    """
+    pairs = check_pairs(pairs, source)
+    known = set(catalog.ids)
+    where_col = "line" if "line" in pairs.columns else "row"
+    missing = []
+    for c in PAIR_COLUMNS:
+        for k in np.flatnonzero(~pairs[c].isin(known).to_numpy()):
+            missing.append((int(pairs[where_col].iat[k]), c, pairs[c].iat[k]))
+    if missing:
+        missing.sort()
+        what = "line" if where_col == "line" else "data row"
+        shown = "; ".join(f"{what} {r}: {c} {v!r}" for r, c, v in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        src = f" {catalog.path}" if catalog.path else ""
+        raise PairsError(f"{source}: {len(missing)} item id(s) not in the catalog{src}: {shown}; "
+                         "pairs must name item ids of the catalog (check which catalog is given and --id-col)")
+    pairs.attrs["source"] = source
+    return pairs
+
+
 # ---------------------------------------------------------------- scoring
 def score_pairs(model, catalog: Catalog, pairs: pd.DataFrame, *, threshold: float | None = None,
                 source: str = "pairs") -> pd.DataFrame:
@@ -271,20 +299,7 @@ def score_pairs(model, catalog: Catalog, pairs: pd.DataFrame, *, threshold: floa
         PairsError: a pair names an id that is not in the catalog (the message names the pair's line
             or row, the column and the id).
     """
-    pairs = check_pairs(pairs, source)
-    known = set(catalog.ids)
-    where_col = "line" if "line" in pairs.columns else "row"
-    missing = []
-    for c in PAIR_COLUMNS:
-        for k in np.flatnonzero(~pairs[c].isin(known).to_numpy()):
-            missing.append((int(pairs[where_col].iat[k]), c, pairs[c].iat[k]))
-    if missing:
-        missing.sort()
-        what = "line" if where_col == "line" else "data row"
-        shown = "; ".join(f"{what} {r}: {c} {v!r}" for r, c, v in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        src = f" {catalog.path}" if catalog.path else ""
-        raise PairsError(f"{source}: {len(missing)} item id(s) not in the catalog{src}: {shown}; "
-                         "pairs must name item ids of the catalog (check --catalog and --id-col)")
+    pairs = check_pair_ids(pairs, catalog, source)
     tau = float(model.tau if threshold is None else threshold)
     enc = model.fit_transform(catalog)
     position = {x: n for n, x in enumerate(enc.ids.tolist())}  # canonical (sorted-id) order

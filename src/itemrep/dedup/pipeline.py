@@ -50,7 +50,8 @@ from itemrep.concepts.base import ConceptExtractor
 from itemrep.concepts.schema import ConceptHierarchy
 from itemrep.dedup.cluster import Clustering, NearDuplicateClusterer, candidate_recall
 from itemrep.dedup.fusion import AttentionFusion
-from itemrep.dedup.metrics import dedup_metrics, mean_item_f1
+from itemrep.dedup.metrics import dedup_metrics, mean_item_f1, pair_comembership_accuracy, pair_comembership_f1
+from itemrep.dedup.neighbours import nearest_pairs
 from itemrep.dedup.reduce import load_reducer, make_reducer
 from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, RawSlots, SlotEncoder, SlotSet, SlotSpec, concept_level
 from itemrep.errors import ItemFailure, ModelDirError
@@ -58,12 +59,16 @@ from itemrep.runinfo import Progress, StageTimer
 
 MODEL_FORMAT = 2
 DEFAULT_TAU = 0.55
+#: Weight of the prior model in :meth:`FITRep.fit` with ``prior`` (see :meth:`AttentionFusion.fit`):
+#: chosen among 1, 10, 100 and τ only on the select split of Shopee (docs/dedup.md, review loop).
+DEFAULT_PRIOR_STRENGTH = 10.0
 
 #: Columns of the concept table (``concepts.parquet``).
 CONCEPT_COLUMNS = ["item_id", "slot", "value", "raw", "level", "facet", "kind", "source", "salience", "extractor", "error"]
 
 #: Every file ``itemrep dedup --out`` may write (stale ones from an earlier run are removed).
-OUTPUT_FILES = ("clusters.parquet", "concepts.parquet", "edges.parquet", "failures.csv", "run.json", "metrics.json")
+OUTPUT_FILES = ("clusters.parquet", "concepts.parquet", "edges.parquet", "neighbours.parquet", "failures.csv", "run.json",
+                "metrics.json", "item_features.parquet")
 
 
 def concepts_table(hierarchies: Sequence[ConceptHierarchy]) -> pa.Table:
@@ -133,14 +138,17 @@ class DedupResult:
     """Output of :meth:`FITRep.dedup`.
 
     Attributes:
-        clusters: DataFrame ``item_id, cluster_id, representative_id, similarity`` (ids strings;
-            ``similarity`` is the edge score to the representative, which can exceed 1).
+        clusters: DataFrame ``item_id, cluster_id, representative_id, score`` (ids strings;
+            ``score`` is the item's edge score to its representative, which can exceed 1: near-match
+            bonuses add to Σ α_k cos_k; 1.0 for the representative itself).
         concepts: Arrow table of every item's concepts (:data:`CONCEPT_COLUMNS`).
         edges: DataFrame of the kept edges: ``item_a, item_b, similarity`` and one ``term_<feature>``
             column per feature (α_k cos_k, −γ_c conflict_c, β near-match), so every merge can be explained.
         metrics: dedup metrics when the catalog has labels, else ``None``.
         run: run information (parameters, seconds and memory per stage, counts).
         failures: per-item failures.
+        neighbours: each item's best candidate pair and best non-edge pair (``item_a, item_b, score,
+            edge, term_<feature>…``; see :mod:`itemrep.dedup.neighbours`), or ``None``.
     """
 
     clusters: pd.DataFrame
@@ -149,6 +157,7 @@ class DedupResult:
     metrics: dict | None
     run: dict
     failures: list[ItemFailure]
+    neighbours: pd.DataFrame | None = None
 
     def write(self, out_dir: str | Path) -> None:
         """Write ``clusters.parquet``, ``concepts.parquet``, ``edges.parquet``, ``failures.csv``,
@@ -168,6 +177,8 @@ class DedupResult:
             self.clusters.to_parquet(tmp / "clusters.parquet", index=False)
             pq.write_table(self.concepts, tmp / "concepts.parquet")
             self.edges.to_parquet(tmp / "edges.parquet", index=False)
+            if self.neighbours is not None:
+                self.neighbours.to_parquet(tmp / "neighbours.parquet", index=False)
             fail = pd.DataFrame([f.to_dict() for f in self.failures], columns=["item_id", "stage", "field", "message", "row"])
             csv_safe(fail).to_csv(tmp / "failures.csv", index=False)
             (tmp / "run.json").write_text(json.dumps(self.run, indent=2, default=str))
@@ -622,6 +633,17 @@ class FITRep:
         """:meth:`fit_encoders` on ``catalog`` and its encoding (in canonical, sorted-id order) at once."""
         return self._encode(catalog, True, StageTimer())
 
+    def dedup_encoding(self, catalog: Catalog) -> tuple[Encoded, np.ndarray, np.ndarray]:
+        """The encoding :meth:`dedup` scores its edges on, and its candidate pairs: ``(enc, i, j)``
+        with ``enc`` = :meth:`fit_transform` (canonical, sorted-id order) whose slot rows are
+        blended when ``blend_rounds`` > 0, and int64 (E,) ``i``, ``j`` the kNN candidate pairs.
+        ``score_pairs(enc.slots, i, j)`` gives exactly the scores of ``edges.parquet``."""
+        fusion, clusterer = self._fusion(), self._clusterer()
+        enc = self._encode(catalog, True, StageTimer(), fusion=fusion)
+        i, j = clusterer.candidates(enc.vectors)
+        self._blend(enc, fusion, clusterer, i, j)
+        return enc, i, j
+
     def cluster(self, enc: Encoded) -> Clustering:
         """FBC on an encoding: kNN candidates, exact edge scores, connected components, chaining guard;
         items with one content key always share a cluster. Aligned with ``enc.ids``."""
@@ -651,6 +673,12 @@ class FITRep:
         score = Σ α_k cos_k + Σ β match − Σ γ conflict (see :mod:`itemrep.dedup.fusion`)."""
         return self._fusion().pair_similarity(slots, np.asarray(i), np.asarray(j))
 
+    def pair_terms(self, slots: SlotSet, i: np.ndarray, j: np.ndarray):
+        """:meth:`score_pairs` with every part of the score: a :class:`~itemrep.dedup.fusion.PairTerms`
+        (features, weights α/β/−γ, the 1/ρ scale, terms and the score; see
+        :meth:`AttentionFusion.pair_terms`)."""
+        return self._fusion().pair_terms(slots, np.asarray(i), np.asarray(j))
+
     def _scorer(self, enc: Encoded, fusion: AttentionFusion):
         if self.edge_score == "reduced":
             return lambda a, b: np.einsum("ij,ij->i", enc.vectors[np.asarray(a)], enc.vectors[np.asarray(b)])
@@ -660,36 +688,91 @@ class FITRep:
         return clusterer.cluster(len(enc.ids), i, j, score, enc.ids.tolist(), pair_score=scorer, groups=_groups(enc.keys))
 
     # ------------------------------------------------------------------ fit
-    def fit(self, catalog: Catalog, tau_grid: Sequence[float] | None = None, learn_alpha: bool = True) -> "FITRep":
-        """Learn α, β, γ (sign-constrained logistic regression on kNN candidate pairs) and τ (best
-        mean per-item F1 of the clustering) from a labelled catalog; returns self.
+    def fit(self, catalog: Catalog, tau_grid: Sequence[float] | None = None, learn_alpha: bool = True,
+            pairs: pd.DataFrame | None = None, prior: "FITRep | AttentionFusion | None" = None,
+            prior_strength: float = DEFAULT_PRIOR_STRENGTH) -> "FITRep":
+        """Learn α, β, γ (sign-constrained logistic regression on labelled pairs,
+        :meth:`AttentionFusion.fit`) and τ (best clustering score on the catalog) from a catalog
+        with group labels, from labelled pairs of its items, or both; returns self.
+
+        Training pairs: with group labels, the kNN candidate pairs of the catalog (same label:
+        duplicate); labelled ``pairs`` join them (a labelled pair that is also a candidate takes the
+        pair's label), or are the only training pairs when the catalog has no labels (a review
+        loop: ``itemrep fit CATALOG --pairs FILE``).
+
+        τ: the catalog is clustered at every τ of the grid and scored by the mean per-item F1 on
+        the groups, the co-membership accuracy of the labelled pairs
+        (:func:`~itemrep.dedup.metrics.pair_comembership_accuracy`: a duplicate pair must share a
+        cluster, a distinct pair must not; chaining counts), or the mean of both. (Accuracy, not
+        F1: with F1 the loop of docs/dedup.md lowered τ too far on the fit + select pool.)
+        Labelled pairs are evidence only where their scores lie: without groups, τ is chosen within
+        the range of the labelled pairs' scores (under the new weights), and among equal scores the
+        τ closest to the prior's (else the model's own) wins.
 
         Args:
-            catalog: items with labels (``--label-col``).
+            catalog: items, with labels (``--label-col``) unless ``pairs`` are given.
             tau_grid: thresholds to try (default: 0.10..0.95 by 0.05, then ±0.04 by 0.01 around the best).
             learn_alpha: when False, keep the given/default α and fit τ only.
+            pairs: DataFrame ``item_a, item_b, label`` (label int 0/1; ``line`` or ``row`` name a
+                pair in messages), e.g. from :func:`itemrep.dedup.review.read_pair_labels`; ids are
+                the catalog's. A pair given twice keeps its last label.
+            prior: a fitted model (FITRep or AttentionFusion) the weights are pulled toward
+                (:meth:`AttentionFusion.fit` with its :meth:`AttentionFusion.prior_coef`): few
+                labelled pairs then correct that model instead of replacing it. ``None``: no prior.
+            prior_strength: weight of the prior (see :meth:`AttentionFusion.fit`).
 
         Raises:
-            ValueError: when the catalog has no labels, fewer than 2 items, or no duplicate pair among the candidates.
+            ValueError: the catalog has no labels and no ``pairs`` are given, fewer than 2 items,
+                no duplicate (or, without a prior, no distinct) pair to learn from, or a pair of an item with itself.
+            PairsError: a pair names an item id that is not in the catalog (the message names the
+                pair's line or row).
         """
-        if not catalog.has_labels:
+        from itemrep.dedup.pairs import check_pair_ids
+
+        groups = catalog.has_labels
+        if not groups and pairs is None:
             missing = [it.row for it in catalog.items if it.label is None][:5]
-            raise ValueError("fit needs a label for every item: pass --label-col with a column of group labels"
+            raise ValueError("fit needs a label for every item: pass --label-col with a column of group labels, "
+                             "or --pairs with labelled pairs"
                              + (f" (no label on rows {missing})" if missing and len(missing) < len(catalog) else ""))
         if len(catalog) < 2:
             raise ValueError(f"fit needs at least 2 labelled items; the catalog has {len(catalog)}")
+        if pairs is not None:
+            pairs = check_pair_ids(pairs, catalog, source=pairs.attrs.get("source", "pairs"))
         timer = StageTimer()
         given = copy.deepcopy(self.fusion) or AttentionFusion()
         fusion = AttentionFusion(primary_share=given.primary_share) if learn_alpha else given
         clusterer = copy.deepcopy(self.clusterer) or NearDuplicateClusterer(threshold=DEFAULT_TAU)
         enc = self._encode(catalog, True, timer, fusion=fusion)
-        lab_by_id = {it.item_id: str(it.label) for it in catalog.items}
-        labels = np.asarray([lab_by_id[x] for x in enc.ids], dtype=object)
+        labels = None
+        if groups:
+            lab_by_id = {it.item_id: str(it.label) for it in catalog.items}
+            labels = np.asarray([lab_by_id[x] for x in enc.ids], dtype=object)
+        pi = pj = py = None
+        if pairs is not None:
+            pi, pj, py = _pair_positions(enc.ids, pairs)
         with timer.stage("fit_alpha"):
-            i, j = clusterer.candidates(enc.vectors)
-            y = (labels[i] == labels[j]).astype(np.int8)
+            ti, tj, ty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
+            if groups:
+                ti, tj = clusterer.candidates(enc.vectors)
+                ty = (labels[ti] == labels[tj]).astype(np.int8)
+            if pi is not None:  # a labelled pair that is also a candidate keeps the pair's label only
+                n = len(enc.ids)
+                keep = ~np.isin(np.minimum(ti, tj) * n + np.maximum(ti, tj), np.minimum(pi, pj) * n + np.maximum(pi, pj))
+                ti, tj, ty = np.concatenate([ti[keep], pi]), np.concatenate([tj[keep], pj]), np.concatenate([ty[keep], py])
+            n_candidates = int(len(ti) - (0 if pi is None else len(pi)))
+            y = ty
             if learn_alpha:
-                fusion.fit(enc.slots.pair_features(i, j), y, enc.slots.feature_names)
+                if y.min(initial=1) == y.max(initial=0) and (prior is None or len(y) == 0):
+                    what = "candidate and labelled pairs" if groups and pi is not None else "labelled pairs" if pi is not None else "candidate pairs"
+                    raise ValueError(f"need both duplicate and non-duplicate pairs to learn slot weights; the {what} "
+                                     f"hold {int(y.sum())} duplicate(s) of {len(y)}")
+                prior_w = None
+                if prior is not None:
+                    pf = prior._fusion() if isinstance(prior, FITRep) else prior
+                    prior_w = pf.prior_coef(enc.slots.feature_names)
+                fusion.fit(enc.slots.pair_features(ti, tj), y, enc.slots.feature_names,
+                           prior=prior_w, prior_strength=prior_strength if prior_w is not None else 0.0)
             else:
                 fusion.alpha_ = fusion.alpha_for(enc.slots)
                 fusion.tau_logistic_ = None
@@ -704,30 +787,60 @@ class FITRep:
             scorer = self._scorer(enc, fusion)
             score = scorer(i, j)
 
+            parts: dict[float, dict] = {}
+
             def f1_at(t: float) -> float:
                 c = copy.deepcopy(clusterer)
                 c.threshold = t
-                return mean_item_f1(labels, self._cluster(enc, c, i, j, score, scorer).cluster_id)
+                cid = self._cluster(enc, c, i, j, score, scorer).cluster_id
+                parts[t] = {"groups": mean_item_f1(labels, cid) if groups else None,
+                            "pairs": pair_comembership_accuracy(cid, pi, pj, py) if pi is not None else None,
+                            "pair_f1": pair_comembership_f1(cid, pi, pj, py) if pi is not None else None}
+                return float(np.mean([v for k, v in parts[t].items() if v is not None and k != "pair_f1"]))
 
             grid = list(tau_grid) if tau_grid is not None else [round(x, 3) for x in np.arange(0.1, 0.96, 0.05)]
+            start = float(prior.tau if isinstance(prior, FITRep) else clusterer.threshold)  # τ of the model corrected
+            lo, hi = 0.0, np.inf
+            if pi is not None:
+                # labelled pairs are evidence only where their scores lie: without groups τ stays
+                # inside the range of the labelled pairs' scores, and among equal scores the τ
+                # closest to the corrected model's wins (no evidence, no move)
+                if not groups:
+                    ps = np.asarray(scorer(pi, pj), dtype=np.float64)
+                    lo, hi = round(float(ps.min()), 3), round(float(ps.max()), 3)
+                    grid = [t for t in grid if lo <= t <= hi] or [min(max(round(start, 3), lo), hi)]
+                grid = sorted(set(grid) | ({min(max(round(start, 3), lo), hi)} if tau_grid is None else set()))
+                rank = lambda t: (curve[t], -abs(t - start), -t)  # noqa: E731
+            else:
+                rank = lambda t: (curve[t], -t)  # noqa: E731
             curve = {t: f1_at(t) for t in grid}
-            best = max(curve, key=lambda t: (curve[t], -t))
+            best = max(curve, key=rank)
             if tau_grid is None:
-                fine = [round(best + d, 3) for d in np.arange(-0.04, 0.041, 0.01) if 0.05 < best + d < 0.99]
+                fine = [round(best + d, 3) for d in np.arange(-0.04, 0.041, 0.01) if 0.05 < best + d < 0.99 and lo <= best + d <= hi]
                 curve.update({t: f1_at(t) for t in fine if t not in curve})
-                best = max(curve, key=lambda t: (curve[t], -t))
+                best = max(curve, key=rank)
         clusterer.threshold = float(best)
         self.clusterer_ = clusterer
         self.fit_info_ = {
             "n_items": len(catalog),
-            "n_candidate_pairs": int(len(y)),
+            "n_candidate_pairs": n_candidates,
             "positive_pairs": int(y.sum()),
+            "n_labelled_pairs": 0 if pi is None else int(len(pi)),
+            "labelled_positive_pairs": 0 if pi is None else int(py.sum()),
+            "tau_range": None if pi is None or groups else [float(lo), float(hi)],
+            "tau_criterion": " + ".join((["mean per-item F1 (groups)"] if groups else [])
+                                        + (["co-membership accuracy (labelled pairs)"] if pi is not None else [])),
+            "prior": None if prior is None else {"strength": float(prior_strength),
+                                                 "alpha": dict((prior._fusion() if isinstance(prior, FITRep) else prior).to_dict()["alpha"] or {})},
             "alpha": fusion.alpha_,
             "gamma": getattr(fusion, "gamma_", {}),
             "beta": getattr(fusion, "beta_", {}),
             "tau": float(best),
             "tau_logistic": fusion.tau_logistic_,
-            "train_mean_item_f1": float(curve[best]),
+            "train_mean_item_f1": parts[best]["groups"],
+            "train_pair_accuracy": parts[best]["pairs"],
+            "train_pair_f1": parts[best]["pair_f1"],
+            "train_tau_score": float(curve[best]),
             "tau_curve": {str(k): float(v) for k, v in sorted(curve.items())},
             "stages": timer.stages,
         }
@@ -836,7 +949,7 @@ class FITRep:
                 "item_id": ids[back],
                 "cluster_id": cid[back],
                 "representative_id": ids[cl.representative[back]],
-                "similarity": cl.similarity[back].astype(np.float32),
+                "score": cl.similarity[back].astype(np.float32),
             })
             keep = clusterer.edge_mask(len(ids), i, j, score)
             ki, kj = i[keep], j[keep]
@@ -848,6 +961,12 @@ class FITRep:
             for k, name in enumerate(enc.slots.feature_names):
                 edges[f"term_{name}"] = terms[:, k]
             del terms, kept_terms
+            near = nearest_pairs(i, j, score, keep)  # each item's nearest candidates, edge or not (report)
+            neighbours = pd.DataFrame({"item_a": ids[i[near]], "item_b": ids[j[near]], "score": score[near].astype(np.float32),
+                                       "edge": keep[near]})
+            near_terms = _score_in_blocks(fusion, enc.slots, i[near], j[near], -np.inf)[1]
+            for k, name in enumerate(enc.slots.feature_names):
+                neighbours[f"term_{name}"] = near_terms[:, k]
         metrics = None
         if catalog.has_labels:
             metrics = dedup_metrics(catalog.labels, clusters["cluster_id"].tolist())
@@ -862,6 +981,7 @@ class FITRep:
             "n_duplicates_removed": int(len(ids) - n_clusters),
             "parameters": self.params(),
             **fusion.report(enc.slots),
+            "fusion": fusion.to_dict(),  # the model's own α, β, γ (`itemrep explain --out` re-creates the model from it)
             "tau": clusterer.threshold,
             "index": getattr(clusterer, "search_info_", None),
             "candidate_recall": recall,
@@ -871,13 +991,17 @@ class FITRep:
             "n_identical_groups": int((_groups(enc.keys) >= 0).sum()),
             "degenerate_extractor": _degenerate(enc.concept_keys, enc.input_keys),
             "catalog_warnings": list(getattr(catalog, "warnings", [])),
+            # what `itemrep explain --out` / `review-pairs` reload to re-create this run's encoding
+            "catalog": {"path": str(Path(catalog.path).resolve()) if getattr(catalog, "path", None) else None,
+                        "columns": dict(getattr(catalog, "columns", {}) or {})},
             "stages": timer.stages,
             "total_seconds": round(timer.total_seconds, 3),
             "failed_items": len({f.item_id for f in enc.failures}),
             "failures_by_stage": pd.Series([f.stage for f in enc.failures], dtype=object).value_counts().to_dict(),
             **enc.stats,
         }
-        return DedupResult(clusters=clusters, concepts=enc.concepts, edges=edges, metrics=metrics, run=run, failures=enc.failures)
+        return DedupResult(clusters=clusters, concepts=enc.concepts, edges=edges, metrics=metrics, run=run, failures=enc.failures,
+                           neighbours=neighbours)
 
     # ------------------------------------------------------------------ persistence
     def params(self) -> dict:
@@ -965,7 +1089,18 @@ class FITRep:
         p = p if p.suffix == ".json" else p / "model.json"
         if not p.is_file():
             raise ModelDirError(f"{model_dir}: no model.json here; create one with `itemrep fit CATALOG --label-col COL --model-dir {model_dir}`")
-        payload = read_model_file(p)
+        return cls.from_payload(read_model_file(p), p, **overrides)
+
+    @classmethod
+    def from_payload(cls, payload: dict, p: Path, **overrides) -> "FITRep":
+        """A model from the validated contents of a ``model.json`` (:func:`~itemrep.dedup.modelfile.read_model_file`)
+        read from ``p`` (named in messages; fitted stages are read relative to its folder), with
+        keyword ``overrides`` as in :meth:`load`.
+
+        Raises:
+            ModelDirError: the model names a sentence-transformers model that ``overrides`` does not allow.
+        """
+        p = Path(p)
         prm = payload["params"]
         te = prm.get("text_encoder") or "none"
         if te.startswith("st:") and overrides.get("text_encoder") != te:
@@ -1045,6 +1180,32 @@ def _score_in_blocks(fusion: AttentionFusion, slots: SlotSet, i: np.ndarray, j: 
     if not scores:
         return np.zeros(0, np.float32), np.zeros((0, len(slots.feature_names)), np.float32)
     return np.concatenate(scores), np.concatenate(terms)
+
+
+def _pair_positions(ids: np.ndarray, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int64 (P,) positions in ``ids`` of each labelled pair's items and int8 (P,) labels, one row
+    per unordered pair (a pair given twice keeps its last label, at its last position), in row order.
+
+    Raises:
+        ValueError: a pair of an item with itself (the message names its line or row).
+    """
+    where = "line" if "line" in pairs.columns else "row" if "row" in pairs.columns else None
+    same = np.flatnonzero(pairs["item_a"].to_numpy() == pairs["item_b"].to_numpy())
+    if len(same):
+        k = same[0]
+        at = f"{where} {pairs[where].iat[k]}" if where else f"pair {k + 1}"
+        raise ValueError(f"{pairs.attrs.get('source', 'pairs')}: {at}: a pair of item {pairs['item_a'].iat[k]!r} with itself "
+                         f"({len(same)} such pair(s)); drop it")
+    position = {x: n for n, x in enumerate(ids.tolist())}
+    a = np.fromiter((position[x] for x in pairs["item_a"]), dtype=np.int64, count=len(pairs))
+    b = np.fromiter((position[x] for x in pairs["item_b"]), dtype=np.int64, count=len(pairs))
+    lab = pairs["label"].to_numpy().astype(np.int8)
+    last: dict[tuple[int, int], int] = {}
+    for k, key in enumerate(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist())):
+        last.pop(key, None)  # re-inserted: a repeated pair takes its last position and label
+        last[key] = k
+    rows = np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
+    return a[rows], b[rows], lab[rows]
 
 
 def _sum_stats(parts: list[dict]) -> dict:
