@@ -226,12 +226,15 @@ def review_pairs(
     from itemrep.catalog import read_table
     from itemrep.dedup.explain import catalog_from_run, model_from_run
     from itemrep.dedup.pairs import check_pairs
-    from itemrep.dedup.review import borderline_pairs, write_review_csv
+    from itemrep.dedup.review import borderline_pairs, has_labels, write_review_csv
 
     a = dict(locals(), reducer=None, ocr=None)
     dest = to or out / "review_pairs.csv"
     try:
         _cli._check_out_file(dest, "--to")
+        if has_labels(dest):
+            raise ValueError(f"{dest} already holds labels: it is not overwritten. Write the new pairs elsewhere "
+                             f"(--to FILE) and pass this file with --exclude so its pairs are not proposed again")
         done = [check_pairs(read_table(p, encoding=encoding)[["item_a", "item_b"]], source=str(p)) for p in exclude or []]
         m, run = model_from_run(out, **_run_kw(a, out))
         cat = catalog_from_run(run, out, catalog, **_load_kw(a))

@@ -178,3 +178,27 @@ def test_pair_comembership_f1_counts_chains():
     assert pair_comembership_accuracy(clusters, [0, 0, 2], [1, 2, 3], [1, 0, 1]) == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         pair_comembership_f1(clusters, [0], [1, 2], [1])
+
+
+def test_review_pairs_never_overwrites_labels(tmp_path):
+    """`itemrep review-pairs` writes an unlabelled file, then refuses to replace it once it holds labels."""
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["dedup", str(CATALOG), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["review-pairs", str(out), "--n", "6", "--quiet"])
+    assert r.exit_code == 0, r.output
+    f = out / "review_pairs.csv"
+    df = pd.read_csv(f, dtype=str, keep_default_na=False)
+    assert list(df.columns[:3]) == ["item_a", "item_b", "label"] and (df["label"] == "").all()
+    r = runner.invoke(app, ["review-pairs", str(out), "--n", "6", "--quiet"])  # unlabelled: replaced
+    assert r.exit_code == 0, r.output
+    df.loc[0, "label"] = "1"
+    df.to_csv(f, index=False)
+    before = f.read_bytes()
+    r = runner.invoke(app, ["review-pairs", str(out), "--n", "6", "--quiet"])
+    assert r.exit_code != 0 and "already holds labels" in r.output
+    assert f.read_bytes() == before
+    r = runner.invoke(app, ["review-pairs", str(out), "--n", "6", "--to", str(tmp_path / "next.csv"), "--exclude", str(f), "--quiet"])
+    assert r.exit_code == 0, r.output
+    nxt = pd.read_csv(tmp_path / "next.csv", dtype=str)
+    assert not set(zip(nxt["item_a"], nxt["item_b"])) & set(zip(df["item_a"], df["item_b"]))

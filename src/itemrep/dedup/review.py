@@ -143,6 +143,19 @@ def borderline_pairs(model, catalog: Catalog, n: int = 200, exclude: pd.DataFram
                         columns=REVIEW_COLUMNS)
 
 
+def has_labels(path: str | Path) -> bool:
+    """True when ``path`` is a review file with at least one filled-in ``label``, or a file that
+    cannot be read as one (then it is somebody's, not ours to replace); False when it is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c == "label")
+    except Exception:  # noqa: BLE001 - unreadable as a review file: keep it
+        return True
+    return "label" not in df.columns or bool((df["label"].str.strip() != "").any())
+
+
 def write_review_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a review table (:func:`borderline_pairs`) as UTF-8 CSV; title cells that a spreadsheet
     would run as formulas are escaped (:func:`itemrep.catalog.csv_safe`), ids never (they must read

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from itemrep.dedup.review import has_labels
+
 __all__ = ["build_report", "ReportInfo", "ReportError", "REVIEW_COLUMNS", "load_outputs"]
 
 
@@ -73,19 +75,6 @@ def _write_atomic(path: Path, text: str | None = None, frame=None) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _has_labels(path: Path) -> bool:
-    """True when ``path`` is a review file with at least one filled-in ``label`` (or cannot be read as one)."""
-    if not path.is_file():
-        return False
-    try:
-        import pandas as pd
-
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c == "label")
-    except Exception:  # noqa: BLE001 - not ours to judge: keep it
-        return True
-    return "label" not in df.columns or bool((df["label"].str.strip() != "").any())
 
 
 def load_report_catalog(outputs, catalog=None, *, id_col=None, title_col=None, image_col=None, label_col=None,
@@ -179,7 +168,7 @@ def build_report(out_dir: str | Path, catalog=None, *, max_clusters: int = 200, 
         if n_missing:
             notes.append(f"{n_missing} clustered items are not in the catalog {getattr(cat, 'path', '')}")
     run, tau = o.run, o.tau
-    keep_review = _has_labels(out / "review_pairs.csv")  # never overwrite a reviewer's work
+    keep_review = has_labels(out / "review_pairs.csv")  # never overwrite a reviewer's work
     if keep_review:
         notes.append(f"{out / 'review_pairs.csv'} already holds labels: kept as it is; the new borderline pairs were "
                      "not written (move it away to get a fresh one)")
