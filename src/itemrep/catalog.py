@@ -352,7 +352,7 @@ class Catalog:
         if not check_images:
             mode = "off"
         base_dir = Path(base_dir)
-        missing = _missing_set(missing_values)
+        missing = missing_set(missing_values)
         given = {"id": id_col, "title": title_col, "text": text_col, "image": image_col, "phash": phash_col, "label": label_col}
         cols: dict[str, str | None] = {}
         available = [str(c) for c in df.columns]
@@ -361,7 +361,7 @@ class Catalog:
                 if name not in df.columns:
                     raise CatalogError(
                         f"{source}: column {name!r} (--{role}-col) not found; the file has columns: {', '.join(available)}"
-                        + _delimiter_hint(available)
+                        + delimiter_hint(available)
                     )
                 cols[role] = name
             else:
@@ -369,12 +369,12 @@ class Catalog:
         if cols["id"] is None:
             raise CatalogError(
                 f"{source}: no id column found (tried {', '.join(DEFAULT_COLUMNS['id'])}); "
-                f"pass --id-col, the file has columns: {', '.join(available)}" + _delimiter_hint(available)
+                f"pass --id-col, the file has columns: {', '.join(available)}" + delimiter_hint(available)
             )
         if cols["title"] is None and cols["text"] is None and cols["image"] is None and cols["phash"] is None:
             raise CatalogError(
                 f"{source}: no title, text, image or phash column found; pass --title-col/--text-col/--image-col/--phash-col "
-                f"(the file has columns: {', '.join(available)})" + _delimiter_hint(available)
+                f"(the file has columns: {', '.join(available)})" + delimiter_hint(available)
             )
 
         def col(role: str) -> list:
@@ -420,7 +420,7 @@ class Catalog:
         items: list[Item] = []
         for i, item_id in enumerate(ids):
             row = i + 1
-            ph = _value(phashes[i], missing)
+            ph = cell_value(phashes[i], missing)
             if ph is not None:
                 ph = ph.lower()
                 if ph.startswith("0x"):
@@ -431,7 +431,7 @@ class Catalog:
                                     f"malformed phash {_short(str(phashes[i]), 60)!r} (expected 16 hex digits); phash ignored for this item", row)
                     )
                     ph = None
-            lab = _value(labels[i], missing)
+            lab = cell_value(labels[i], missing)
             if lab is not None and lab.endswith(".0") and isinstance(labels[i], (float, np.floating)):
                 lab = lab[:-2]
             items.append(
@@ -458,7 +458,9 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------------- cell values
-def _missing_set(values: Iterable[str] | str | None) -> frozenset[str]:
+def missing_set(values: Iterable[str] | str | None) -> frozenset[str]:
+    """Casefolded missing-value placeholders: ``values`` (an iterable or a comma-separated string)
+    or, for None, :data:`DEFAULT_MISSING_VALUES`."""
     if values is None:
         values = DEFAULT_MISSING_VALUES
     elif isinstance(values, str):
@@ -499,7 +501,7 @@ def _flatten(v) -> str | None:
     return " ".join(parts) or None
 
 
-def _value(v, missing: frozenset[str]) -> str | None:
+def cell_value(v, missing: frozenset[str]) -> str | None:
     """A cell as a trimmed string, or ``None`` when empty, NaN or a missing-value placeholder."""
     if _is_nan(v):
         return None
@@ -513,7 +515,7 @@ def _value(v, missing: frozenset[str]) -> str | None:
 
 
 def _text(v, missing: frozenset[str]) -> str:
-    s = _value(v, missing)
+    s = cell_value(v, missing)
     if s is None:
         return ""
     s = clean_text(s)
@@ -582,8 +584,8 @@ def _resolve_images(ids, raw, *, col, base_dir: Path, image_root, mode: str, mis
     for v in raw:
         if _is_nonscalar(v) and not isinstance(v, dict):  # a list of images: the first one
             v = next((x for x in (v.tolist() if isinstance(v, (np.ndarray, pd.Series)) else list(v))
-                      if _value(x, missing) is not None), None)
-        values.append(_value(v, missing))
+                      if cell_value(x, missing) is not None), None)
+        values.append(cell_value(v, missing))
 
     from itemrep.fetch import display_url, is_url
 
@@ -763,7 +765,9 @@ def _sniff_sep(path: Path, comp: str | None, encoding: str) -> str:
     return best if counts[best] else ","
 
 
-def _delimiter_hint(columns: list[str]) -> str:
+def delimiter_hint(columns: list[str]) -> str:
+    """A hint to append to a missing-column error when the header was read as one column that
+    contains another delimiter (``" — ... pass --sep ';'"``), else ``""``."""
     if len(columns) == 1:
         name = columns[0]
         found = [d for d in _SEP_CANDIDATES if d in name]

@@ -8,7 +8,11 @@ Modules:
 * :mod:`itemrep.recsys.graph` -- the normalised user-item graph and the frozen item-item kNN graph;
 * :mod:`itemrep.recsys.models` -- BPR-MF, LightGCN, VBPR and LIRDRec;
 * :mod:`itemrep.recsys.trainer` -- training with early stopping on validation Recall@20;
-* :mod:`itemrep.recsys.evaluator` -- full-ranking Recall / NDCG / Precision / MAP @K;
+* :mod:`itemrep.recsys.evaluator` -- full-ranking Recall / NDCG / Precision / MAP @K (and, with
+  item clusters, distinct clusters and cluster-level Recall @K);
+* :mod:`itemrep.recsys.clusters` -- near-duplicate clusters (an ``itemrep dedup`` output) mapped
+  onto a dataset's items, and the cold-start split over them;
+* :mod:`itemrep.recsys.rerank` -- de-duplicated and MMR top-K lists;
 * :mod:`itemrep.recsys.cli` -- ``itemrep rec prepare`` and ``itemrep rec train``.
 """
 

@@ -11,6 +11,13 @@ the user's *training* items are masked (score -inf), the top ``max(K)`` are take
 
 each averaged over the evaluated users (MMRec ``utils/metrics.py``, which follows RecBole; the
 definitions are re-written here from the formulas, not copied).
+
+With an item cluster map (near-duplicate groups, :mod:`itemrep.recsys.clusters`) the list can be
+de-duplicated or MMR-diversified before the metrics (:mod:`itemrep.recsys.rerank`; the item-level
+metrics above are then those of the re-ranked list), and three more figures are reported:
+``distinct_clusters@K`` (mean over users of the number of distinct clusters in the top K),
+``min_distinct_clusters@K`` (its minimum over users) and ``cluster_recall@K`` (Recall@K where a
+relevant item counts as found when any member of its cluster is in the top K).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from itemrep.recsys.rerank import DEFAULT_MMR_LAMBDA, check_rerank, cluster_list_stats, rank_topk
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
 METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "map")
@@ -74,17 +83,45 @@ class TopKEvaluator:
         truth: CSR (n_users, n_items) of the evaluated split (valid or test).
         ks: cut-offs (default 5, 10, 20, 50).
         user_batch: users scored per call of the score function (memory: user_batch x n_items floats).
+        clusters: optional int64 (n_items,) cluster map with contiguous ids; adds
+            ``distinct_clusters@K``, ``min_distinct_clusters@K`` and ``cluster_recall@K``.
+        rerank: list policy ``none`` | ``dedup`` | ``mmr`` (the last two need ``clusters``).
+        mmr_lambda: MMR relevance weight in (0, 1].
 
     Attributes:
         users_: int64 array of the evaluated users (those with >= 1 relevant item), ascending.
+
+    Raises:
+        ValueError: a cluster map whose length is not n_items or whose ids are negative; an unknown
+            rerank, or one that needs clusters without them; ``mmr_lambda`` outside (0, 1].
     """
 
-    def __init__(self, train: sp.csr_matrix, truth: sp.csr_matrix, ks: Sequence[int] = DEFAULT_KS, user_batch: int = 2048) -> None:
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        truth: sp.csr_matrix,
+        ks: Sequence[int] = DEFAULT_KS,
+        user_batch: int = 2048,
+        *,
+        clusters: np.ndarray | None = None,
+        rerank: str = "none",
+        mmr_lambda: float = DEFAULT_MMR_LAMBDA,
+    ) -> None:
         self.train = train.tocsr()
         self.truth = truth.tocsr()
         self.ks = tuple(sorted(ks))
         self.user_batch = user_batch
         self.users_ = np.flatnonzero(np.diff(self.truth.indptr) > 0).astype(np.int64)
+        self.rerank = check_rerank(rerank, mmr_lambda, clusters is not None)
+        self.mmr_lambda = float(mmr_lambda)
+        self.clusters = None
+        if clusters is not None:
+            c = np.asarray(clusters, dtype=np.int64)
+            if c.shape != (self.truth.shape[1],) or (len(c) and c.min() < 0):
+                raise ValueError(f"clusters must be a non-negative int array of one cluster id per item ({self.truth.shape[1]}), got shape {c.shape}")
+            self.clusters = c
+            self._clusters_t = torch.from_numpy(c)
+            self._n_clusters = int(c.max()) + 1 if len(c) else 0
 
     @torch.no_grad()
     def evaluate(self, score_fn: Callable[[torch.Tensor], torch.Tensor], return_topk: bool = False) -> tuple[dict[str, float], np.ndarray | None]:
@@ -95,30 +132,41 @@ class TopKEvaluator:
             return_topk: also return the top-``max(ks)`` item ids.
 
         Returns:
-            (metrics dict, topk int64 array (n_eval_users, max_k) aligned with ``users_`` or None).
+            (metrics dict, topk int64 array (n_eval_users, max_k) aligned with ``users_`` or None;
+            ``-1`` marks an empty slot: fewer items, or fewer clusters under ``dedup``, than max_k).
         """
         max_k = max(self.ks)
-        hits_all, topk_all = [], []
+        hits_all, topk_all, cstats = [], [], []
+        n_truth_all = np.diff(self.truth.indptr)
         for s in range(0, len(self.users_), self.user_batch):
             users = self.users_[s : s + self.user_batch]
             scores = score_fn(torch.from_numpy(users)).float()
             tr = self.train[users]
             rows = np.repeat(np.arange(len(users)), np.diff(tr.indptr))
             scores[torch.from_numpy(rows), torch.from_numpy(tr.indices.astype(np.int64))] = -torch.inf
-            top = torch.topk(scores, k=min(max_k, scores.shape[1]), dim=1).indices.numpy()
+            top = rank_topk(scores, max_k, self.rerank, self._clusters_t if self.clusters is not None else None,
+                            self._n_clusters if self.clusters is not None else 0, self.mmr_lambda).numpy()  # fmt: skip
             tt = self.truth[users]
-            # hits via a sorted lookup of (row, item) keys
-            truth_keys = np.repeat(np.arange(len(users)), np.diff(tt.indptr)) * scores.shape[1] + tt.indices
+            # hits via a sorted lookup of (row, item) keys; empty slots (-1) never hit
+            n_items = scores.shape[1]
+            truth_keys = np.repeat(np.arange(len(users)), np.diff(tt.indptr)) * n_items + tt.indices
             truth_keys.sort()
-            top_keys = np.arange(len(users))[:, None] * scores.shape[1] + top
-            pos = np.searchsorted(truth_keys, top_keys)
-            pos = np.minimum(pos, len(truth_keys) - 1)
-            hits_all.append(truth_keys[pos] == top_keys)
+            top_keys = np.arange(len(users))[:, None] * n_items + top
+            pos = np.minimum(np.searchsorted(truth_keys, top_keys), len(truth_keys) - 1)
+            hits_all.append((truth_keys[pos] == top_keys) & (top >= 0))
+            if self.clusters is not None:
+                truth_rows = np.split(tt.indices.astype(np.int64), tt.indptr[1:-1])
+                cstats.append(cluster_list_stats(top, truth_rows, self.clusters, self.ks))
             if return_topk:
                 topk_all.append(top)
-        n_truth = np.diff(self.truth.indptr)[self.users_]
+        n_truth = n_truth_all[self.users_]
         hits = np.concatenate(hits_all) if hits_all else np.zeros((0, max_k), bool)
-        if hits.shape[1] < max_k:  # fewer items than the largest cut-off
-            hits = np.pad(hits, ((0, 0), (0, max_k - hits.shape[1])))
         res = metrics_from_hits(hits, n_truth, self.ks)
+        if self.clusters is not None:
+            for k in self.ks:
+                d = np.concatenate([c[f"distinct_clusters@{k}"] for c in cstats]) if cstats else np.zeros(0)
+                r = np.concatenate([c[f"cluster_recall@{k}"] for c in cstats]) if cstats else np.zeros(0)
+                res[f"distinct_clusters@{k}"] = float(d.mean()) if len(d) else 0.0
+                res[f"min_distinct_clusters@{k}"] = float(d.min()) if len(d) else 0.0
+                res[f"cluster_recall@{k}"] = float(r.mean()) if len(r) else 0.0
         return res, (np.concatenate(topk_all) if return_topk and topk_all else None)

@@ -52,6 +52,26 @@ def _to_torch_sparse(m: sp.spmatrix) -> SparseMatrix:
     return SparseMatrix(m)
 
 
+def symmetric_normalized(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> SparseMatrix:
+    """``D^-1/2 A D^-1/2`` of the undirected graph with edges ``src[k] -- dst[k]`` (binary ``A``).
+
+    Args:
+        n_nodes: number of nodes.
+        src, dst: int arrays (n_edges,) of node ids; repeated edges count once.
+
+    Returns:
+        :class:`SparseMatrix` (n_nodes, n_nodes); nodes with degree 0 get a zero row.
+    """
+    a = sp.coo_matrix((np.ones(2 * len(src), np.float32), (np.r_[src, dst], np.r_[dst, src])), shape=(n_nodes, n_nodes)).tocsr()
+    a.sum_duplicates()
+    a.data[:] = 1.0
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        dinv = np.where(deg > 0, deg ** -0.5, 0.0).astype(np.float32)
+    d = sp.diags(dinv)
+    return _to_torch_sparse(d @ a @ d)
+
+
 def normalized_adjacency(n_users: int, n_items: int, train: np.ndarray) -> SparseMatrix:
     """Symmetric-normalised adjacency of the user-item graph, ``D^-1/2 A D^-1/2``.
 
@@ -65,17 +85,41 @@ def normalized_adjacency(n_users: int, n_items: int, train: np.ndarray) -> Spars
     Returns:
         :class:`SparseMatrix` of shape (n_users + n_items, n_users + n_items).
     """
-    n = n_users + n_items
-    u = train[:, 0]
-    i = train[:, 1] + n_users
-    a = sp.coo_matrix((np.ones(2 * len(u), np.float32), (np.r_[u, i], np.r_[i, u])), shape=(n, n)).tocsr()
-    a.sum_duplicates()
-    a.data[:] = 1.0
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore"):
-        dinv = np.where(deg > 0, deg ** -0.5, 0.0).astype(np.float32)
-    d = sp.diags(dinv)
-    return _to_torch_sparse(d @ a @ d)
+    return symmetric_normalized(n_users + n_items, train[:, 0], train[:, 1] + n_users)
+
+
+def cluster_adjacency(n_users: int, n_items: int, train: np.ndarray, cluster_of: np.ndarray, mode: str) -> SparseMatrix:
+    """Normalised user-item graph with near-duplicate clusters as nodes (issue 13, shared cluster representations).
+
+    * ``mode="merge"``: every item is replaced by its cluster, ``A = [[0, R M], [(R M)^T, 0]]``
+      with ``M`` the (n_items, n_clusters) membership matrix (binarised): nodes ``users +
+      clusters``. A cluster node gathers the interactions of all its members, so an item without
+      any has its cluster's history.
+    * ``mode="attach"``: the user-item graph plus one node per cluster linked to each of its
+      member items: nodes ``users + items + clusters``. An item without interactions is linked to
+      its cluster node, and through it to its cluster mates and their users.
+
+    Args:
+        n_users, n_items: graph sizes.
+        train: int64 (n, 2) (user, item) training pairs.
+        cluster_of: int64 (n_items,) contiguous cluster ids.
+        mode: ``merge`` or ``attach``.
+
+    Returns:
+        :class:`SparseMatrix`, ``D^-1/2 A D^-1/2`` (:func:`symmetric_normalized`).
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+    c = np.asarray(cluster_of, dtype=np.int64)
+    n_clusters = int(c.max()) + 1
+    if mode == "merge":
+        return symmetric_normalized(n_users + n_clusters, train[:, 0], n_users + c[train[:, 1]])
+    if mode == "attach":
+        items = np.arange(n_items)
+        return symmetric_normalized(n_users + n_items + n_clusters, np.r_[train[:, 0], n_users + items],
+                                    np.r_[n_users + train[:, 1], n_users + n_items + c])  # fmt: skip
+    raise ValueError(f"unknown cluster graph mode {mode!r}; use 'merge' or 'attach'")
 
 
 def knn_graph(features: np.ndarray, k: int = 10, batch_size: int = 16384) -> sp.csr_matrix:

@@ -2,7 +2,14 @@
 
 Model and hyper-parameter selection use the **validation** split only: the epoch kept is the one
 with the best validation metric, and the test split is evaluated once, for that epoch. (MMRec's
-reference loop reports the test score of the best *test* configuration; we do not.)
+reference loop reports the test score of the best *test* configuration; we do not.) The test
+labels are not read before then: :meth:`Trainer.fit` builds the test evaluator only after the last
+epoch (before training it only checks that the test split is not empty).
+
+With item clusters (:mod:`itemrep.recsys.clusters`) the validation and test lists follow the
+``rerank`` policy (``none`` | ``dedup`` | ``mmr``, :mod:`itemrep.recsys.rerank`), so the epoch is
+selected on the list that is served; the test split is then also scored on the plain list
+(``test_plain``) for comparison.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from itemrep.recsys.clusters import ItemClusters
 from itemrep.recsys.data import INTERACTIONS_FILE, RecDataError, RecDataset
 from itemrep.recsys.evaluator import DEFAULT_KS, TopKEvaluator
 from itemrep.recsys.models import RecModel, build_model
+from itemrep.recsys.rerank import DEFAULT_MMR_LAMBDA, check_rerank
 
 #: Defaults shared by every model (MMRec's overall settings), overridable by config / CLI.
 DEFAULTS: dict = {
@@ -34,6 +43,8 @@ DEFAULTS: dict = {
     "eval_batch_size": 4096,
     "topk": list(DEFAULT_KS),
     "threads": 2,
+    "rerank": "none",
+    "mmr_lambda": DEFAULT_MMR_LAMBDA,
 }
 #: Per-model default hyper-parameters.
 MODEL_DEFAULTS: dict[str, dict] = {
@@ -96,6 +107,9 @@ class TrainResult:
             machine shared with other jobs, ``cpu_sec_per_epoch / threads`` approximates the wall
             time the epoch would take with the cores to itself.
         history: per evaluated epoch ``{"epoch", "loss", "valid_metric", "train_s", "eval_s"}``.
+        test_plain: with a ``rerank`` other than ``none``, the test metrics of the plain list of
+            the same model (else ``None``).
+        clusters: :meth:`ItemClusters.summary` of the cluster map used, or ``None``.
     """
 
     valid: dict
@@ -105,8 +119,12 @@ class TrainResult:
     sec_per_epoch: float
     cpu_sec_per_epoch: float = float("nan")
     history: list[dict] = field(default_factory=list)
+    test_plain: dict | None = None
+    clusters: dict | None = None
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict of every field (``test_plain`` / ``clusters`` only when set)."""
+        extra = {k: v for k, v in (("test_plain", self.test_plain), ("clusters", self.clusters)) if v is not None}
         return {
             "valid": self.valid,
             "test": self.test,
@@ -115,6 +133,7 @@ class TrainResult:
             "sec_per_epoch": self.sec_per_epoch,
             "cpu_sec_per_epoch": self.cpu_sec_per_epoch,
             "history": self.history,
+            **extra,
         }
 
 
@@ -152,14 +171,32 @@ class Trainer:
         run_dir: where ``best.pt``, ``metrics.json``, ``config.json`` and the top-K lists go
             (``None``: keep nothing on disk).
         progress: show a rich progress bar.
+        clusters: item clusters (:class:`~itemrep.recsys.clusters.ItemClusters` or an int64
+            (n_items,) array of contiguous ids): used by ``rerank``, the models' ``cluster_emb``
+            and the cluster metrics of the evaluator.
+
+    Raises:
+        ValueError: a ``rerank`` / ``mmr_lambda`` that :func:`~itemrep.recsys.rerank.check_rerank` refuses.
     """
 
-    def __init__(self, model_name: str, config: dict | None = None, seed: int = 0, run_dir: str | Path | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        config: dict | None = None,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        *,
+        clusters: ItemClusters | np.ndarray | None = None,
+    ) -> None:
         self.model_name = model_name.lower()
         self.config = {**DEFAULTS, **MODEL_DEFAULTS.get(self.model_name, {}), **(config or {})}
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir else None
         self.progress = progress
+        self.cluster_info = clusters.summary() if isinstance(clusters, ItemClusters) else None
+        self.clusters = None if clusters is None else np.asarray(clusters.cluster_of if isinstance(clusters, ItemClusters) else clusters, dtype=np.int64)
+        self.config["rerank"] = check_rerank(self.config["rerank"], self.config["mmr_lambda"], self.clusters is not None)
         self.model_: RecModel | None = None
 
     def fit(self, dataset: RecDataset) -> TrainResult:
@@ -174,6 +211,9 @@ class Trainer:
             ValueError: unknown model, missing modalities, or an empty training split.
             RecDataError: an empty validation or test split (early stopping and the reported
                 metrics would be meaningless zeros), before any work.
+
+        Only the *size* of the test split is looked at before training; its interactions are read
+        once, after the last epoch, to score the restored best-validation model.
         """
         cfg = self.config
         torch.set_num_threads(int(cfg["threads"]))
@@ -181,12 +221,12 @@ class Trainer:
         if len(dataset.train) == 0:
             raise ValueError(f"{dataset.name}: the training split is empty")
         check_eval_splits(dataset)
-        model = build_model(self.model_name, dataset, cfg)
+        model = build_model(self.model_name, dataset, cfg, clusters=self.clusters)
         self.model_ = model
         opt = torch.optim.Adam(model.parameters(), lr=float(cfg["learning_rate"]), fused=True)
         train_m = dataset.user_items("train")
-        ev_valid = TopKEvaluator(train_m, dataset.user_items("valid"), cfg["topk"], int(cfg["eval_batch_size"]))
-        ev_test = TopKEvaluator(train_m, dataset.user_items("test"), cfg["topk"], int(cfg["eval_batch_size"]))
+        ev_opts = {"clusters": self.clusters, "rerank": cfg["rerank"], "mmr_lambda": float(cfg["mmr_lambda"])}
+        ev_valid = TopKEvaluator(train_m, dataset.user_items("valid"), cfg["topk"], int(cfg["eval_batch_size"]), **ev_opts)
         sampler = NegativeSampler(dataset.train, dataset.n_items, self.seed)
         rng = np.random.default_rng(self.seed + 1)
         users_np, items_np = dataset.train[:, 0], dataset.train[:, 1]
@@ -258,8 +298,15 @@ class Trainer:
             model.load_state_dict(best_state)
         model.eval()
         model.prepare_eval()
+        # the test labels are read here, once, after the last epoch
+        test_m = dataset.user_items("test")
+        ev_test = TopKEvaluator(train_m, test_m, cfg["topk"], int(cfg["eval_batch_size"]), **ev_opts)
         test_res, topk = ev_test.evaluate(model.score_users, return_topk=self.run_dir is not None)
-        result = TrainResult(best_valid, test_res, best_epoch, epoch, float(np.mean(train_times)), float(np.mean(cpu_times)), history)
+        test_plain = None
+        if cfg["rerank"] != "none":
+            plain = TopKEvaluator(train_m, test_m, cfg["topk"], int(cfg["eval_batch_size"]), clusters=self.clusters)
+            test_plain, _ = plain.evaluate(model.score_users)
+        result = TrainResult(best_valid, test_res, best_epoch, epoch, float(np.mean(train_times)), float(np.mean(cpu_times)), history, test_plain, self.cluster_info)
         if self.run_dir:
             torch.save(model.state_dict(), self.run_dir / "best.pt")
             np.savez_compressed(self.run_dir / "topk_test.npz", users=ev_test.users_, items=topk)

@@ -9,9 +9,46 @@ then :meth:`RecModel.on_epoch_end`; for evaluation it calls :meth:`RecModel.prep
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Shared cluster representations (``cluster_emb`` in a config / ``--cluster-emb``): ``none``; ``add``
+#: -- an item's representation is its own embedding plus its cluster's; ``replace`` -- its
+#: cluster's embedding alone (near-duplicates become one item for the model).
+CLUSTER_EMB_MODES: tuple[str, ...] = ("none", "add", "replace")
+
+
+def cluster_emb_mode(cfg: dict, clusters: np.ndarray | None, n_items: int, model: str, allowed: tuple[str, ...] = CLUSTER_EMB_MODES) -> str:
+    """Read and check ``cfg["cluster_emb"]`` (default ``none``) against the cluster map.
+
+    Args:
+        cfg: model hyper-parameters.
+        clusters: int64 (n_items,) contiguous cluster ids, or ``None``.
+        n_items: the dataset's item count.
+        model: model name, for messages.
+        allowed: the modes this model supports.
+
+    Returns:
+        The lower-cased mode.
+
+    Raises:
+        ValueError: unknown or unsupported mode; a mode other than ``none`` without clusters; a
+            cluster map of the wrong length or with negative ids.
+    """
+    mode = str(cfg.get("cluster_emb") or "none").lower()
+    if mode not in CLUSTER_EMB_MODES:
+        raise ValueError(f"unknown cluster_emb {mode!r}; choose one of {list(CLUSTER_EMB_MODES)}")
+    if mode not in allowed:
+        raise ValueError(f"{model} does not support cluster_emb={mode}; it supports {list(allowed)}")
+    if mode != "none":
+        if clusters is None:
+            raise ValueError(f"cluster_emb={mode} needs item clusters (`itemrep rec train --clusters clusters.parquet`)")
+        c = np.asarray(clusters)
+        if c.shape != (n_items,) or (len(c) and c.min() < 0):
+            raise ValueError(f"clusters must be one non-negative cluster id per item ({n_items}), got shape {c.shape}")
+    return mode
 
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -69,6 +106,37 @@ class RecModel(nn.Module):
             self.prepare_eval()
         u, i = self._cache
         return self.user_vectors(users, u) @ i.T
+
+    # ------------------------------------------------------------ item-ID / cluster embeddings
+    def init_item_embeddings(self, d: int, mode: str = "none", clusters: np.ndarray | None = None) -> None:
+        """Create the item-side ID parameters for ``mode`` (see :data:`CLUSTER_EMB_MODES`).
+
+        ``item_emb`` (n_items, d) unless ``mode == "replace"``; with clusters, ``cluster_emb``
+        (n_clusters, d) and the buffer ``cluster_of`` (n_items,). Xavier-uniform initialisation.
+        """
+        self.cluster_mode = mode
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d))) if mode != "replace" else None
+        if mode != "none":
+            c = torch.as_tensor(np.asarray(clusters, dtype=np.int64))
+            self.register_buffer("cluster_of", c)
+            self.cluster_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(int(c.max()) + 1, d)))
+
+    def item_ego(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer-0 item vectors: ``e_i``, ``e_i + c_{cluster(i)}`` or ``c_{cluster(i)}`` (by mode).
+
+        Args:
+            items: int64 (b,) item ids, or ``None`` for all items.
+
+        Returns:
+            float (b, d) or (n_items, d).
+        """
+        if self.cluster_mode == "none":
+            return self.item_emb if items is None else self.item_emb.index_select(0, items)
+        cl = self.cluster_of if items is None else self.cluster_of.index_select(0, items)
+        c = self.cluster_emb.index_select(0, cl)
+        if self.cluster_mode == "replace":
+            return c
+        return c + (self.item_emb if items is None else self.item_emb.index_select(0, items))
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook called before epoch ``epoch`` (1-based)."""

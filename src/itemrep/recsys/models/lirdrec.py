@@ -24,6 +24,15 @@ Item side (no item-ID embeddings):
   to sum 1) and ``Theta`` is overwritten with that epoch's ``beta`` for all users;
 * loss: BPR with one sampled negative plus ``lambda`` times the mean squared norm of the final
   user, positive-item and negative-item vectors.
+
+Optional cluster-level branch (``cluster_emb: add``, issue 13): one more branch, with its own
+user preference block and scorer, whose item side is a learned embedding ``c`` per near-duplicate
+cluster (normalised), propagated (layer outputs summed) over the user-*cluster* graph in which
+each item is merged into its cluster (:func:`~itemrep.recsys.graph.cluster_adjacency`,
+``merge``); every member of a cluster gets the cluster node's row in this branch. An item without
+interactions thus starts from its cluster's history as well as from its content. The kNN
+residual ``S H`` includes the branch (``H``'s cluster block is ``c_{cluster(i)}``). There is no
+item-ID embedding to replace, so ``replace`` is refused.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itemrep.recsys.graph import mixed_knn_graph, normalized_adjacency
-from itemrep.recsys.models.base import RecModel, bpr_loss, l2_reg
+from itemrep.recsys.graph import cluster_adjacency, mixed_knn_graph, normalized_adjacency
+from itemrep.recsys.models.base import RecModel, bpr_loss, cluster_emb_mode, l2_reg
 from itemrep.recsys.models.lightgcn import propagate
 
 
@@ -68,16 +77,23 @@ class LIRDRec(RecModel):
     Hyper-parameters (``cfg``, defaults in brackets): ``embedding_size`` d [64], ``n_layers`` [2],
     ``reg_weight`` lambda [1e-4], ``modalities`` [all loaded], ``shared_modalities`` [all used
     modalities], ``knn_k`` [10], ``knn_weights`` [uniform], ``w1`` [0.5], ``w2`` [0.5],
-    ``decay`` [0.9], ``hidden_mult`` [4], ``score_scale`` [B: makes uniform beta a plain sum].
+    ``decay`` [0.9], ``hidden_mult`` [4], ``score_scale`` [B: makes uniform beta a plain sum],
+    ``cluster_emb`` [``none``; ``add``: a cluster-level branch, so B = M + 2].
+
+    Args:
+        dataset: the :class:`~itemrep.recsys.data.RecDataset` (with item features).
+        cfg: hyper-parameters.
+        clusters: int64 (n_items,) contiguous cluster ids; needed with ``cluster_emb: add``.
 
     Raises:
-        ValueError: when a requested modality is not in the dataset.
+        ValueError: when a requested modality is not in the dataset; ``cluster_emb`` other than
+            ``none``/``add`` or without clusters.
     """
 
     name = "lirdrec"
     uses_features = True
 
-    def __init__(self, dataset, cfg: dict) -> None:
+    def __init__(self, dataset, cfg: dict, *, clusters: np.ndarray | None = None) -> None:
         super().__init__(dataset.n_users, dataset.n_items)
         d = int(cfg.get("embedding_size", 64))
         self.d = d
@@ -100,21 +116,28 @@ class LIRDRec(RecModel):
         x_dct = np.concatenate([dct_features(dataset.features[m]) for m in shared], axis=1)
         self.register_buffer("x_dct", torch.from_numpy(x_dct))
         self.shared_encoder = BranchEncoder(x_dct.shape[1], d, hm)
-        self.n_branches = len(mods) + 1
+        self.cluster_mode = cluster_emb_mode(cfg, clusters, self.n_items, self.name, allowed=("none", "add"))
+        self.n_branches = len(mods) + 1 + (self.cluster_mode == "add")
         self.user_pref = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, self.n_branches * d)))
         self.scorer = nn.Parameter(torch.zeros(self.n_branches, d))
         self.register_buffer("theta", torch.full((self.n_users, self.n_branches), 1.0 / self.n_branches))
         w1, w2 = float(cfg.get("w1", 0.5)), float(cfg.get("w2", 0.5))
         self.w1, self.w2 = w1 / (w1 + w2), w2 / (w1 + w2)
+        if self.cluster_mode == "add":
+            self.register_buffer("cluster_of", torch.as_tensor(np.asarray(clusters, dtype=np.int64)))
+            self.cluster_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(int(self.cluster_of.max()) + 1, d)))
+            self.cluster_adj = cluster_adjacency(self.n_users, self.n_items, dataset.train, np.asarray(clusters), "merge")
         self.score_scale = float(cfg.get("score_scale", self.n_branches))
         self.adj = normalized_adjacency(self.n_users, self.n_items, dataset.train)
         self.item_graph = mixed_knn_graph({m: dataset.features[m] for m in mods}, cfg.get("knn_weights"), int(cfg.get("knn_k", 10)))
 
     # -------------------------------------------------------------- representations
     def item_branches(self) -> torch.Tensor:
-        """Normalised item branches before propagation, (n_items, B*d)."""
+        """Normalised item branches before propagation, (n_items, B*d): modalities, shared, [cluster]."""
         hs = [self.encoders[m](getattr(self, f"x_{m}")) for m in self.modalities]
         hs.append(self.shared_encoder(self.x_dct))
+        if self.cluster_mode == "add":
+            hs.append(self.cluster_emb.index_select(0, self.cluster_of))  # normalised below: rows of normalize(c)
         return torch.cat([F.normalize(h, dim=1) for h in hs], dim=1)
 
     def user_branches(self) -> torch.Tensor:
@@ -124,8 +147,16 @@ class LIRDRec(RecModel):
 
     def compute_embeddings(self):
         h = self.item_branches()
-        x = propagate(self.adj, torch.cat([self.user_branches(), h]), self.n_layers, "sum")
-        u, i = x[: self.n_users], x[self.n_users :]
+        ub = self.user_branches()
+        nu = self.n_users
+        if self.cluster_mode == "none":
+            x = propagate(self.adj, torch.cat([ub, h]), self.n_layers, "sum")
+            return x[:nu], x[nu:] + self.item_graph @ h
+        bc = (self.n_branches - 1) * self.d  # content branches; the cluster branch is the last block
+        x = propagate(self.adj, torch.cat([ub[:, :bc], h[:, :bc]]), self.n_layers, "sum")
+        y = propagate(self.cluster_adj, torch.cat([ub[:, bc:], F.normalize(self.cluster_emb, dim=1)]), self.n_layers, "sum")
+        u = torch.cat([x[:nu], y[:nu]], dim=1)
+        i = torch.cat([x[nu:], y[nu:].index_select(0, self.cluster_of)], dim=1)
         return u, i + self.item_graph @ h
 
     def fusion_weights(self, users: torch.Tensor, user_emb_rows: torch.Tensor) -> torch.Tensor:

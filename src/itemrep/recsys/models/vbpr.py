@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from itemrep.recsys.models.base import RecModel, bpr_loss, l2_reg
+from itemrep.recsys.models.base import RecModel, bpr_loss, cluster_emb_mode, l2_reg
 
 
 class VBPR(RecModel):
@@ -18,15 +18,19 @@ class VBPR(RecModel):
     Hyper-parameters (``cfg``): ``embedding_size`` (64), ``reg_weight`` (1e-4), ``modalities``
     (default: all loaded).
 
+    ``clusters`` is accepted for a uniform interface; VBPR has no cluster embedding
+    (``cluster_emb`` other than ``none`` is refused).
+
     Raises:
-        ValueError: when the dataset has none of the requested modalities.
+        ValueError: when the dataset has none of the requested modalities, or ``cluster_emb`` is set.
     """
 
     name = "vbpr"
     uses_features = True
 
-    def __init__(self, dataset, cfg: dict) -> None:
+    def __init__(self, dataset, cfg: dict, *, clusters: np.ndarray | None = None) -> None:
         super().__init__(dataset.n_users, dataset.n_items)
+        cluster_emb_mode(cfg, clusters, self.n_items, self.name, allowed=("none",))
         d = int(cfg.get("embedding_size", 64))
         self.reg_weight = float(cfg.get("reg_weight", 1e-4))
         mods = cfg.get("modalities") or list(dataset.features)
