@@ -108,8 +108,10 @@ def _summary(result, out: Path) -> None:
             f"R {m['pairwise_recall']:.4f} F1 {m['pairwise_f1']:.4f}, ARI {m['adjusted_rand_index']:.4f}",
             err=True,
         )
-    typer.echo(f"wrote {out}/clusters.parquet, concepts.parquet, edges.parquet, run.json"
-               + (", metrics.json" if result.metrics else ""), err=True)
+    from itemrep.dedup.pipeline import OUTPUT_FILES
+
+    written = [f for f in OUTPUT_FILES if (out / f).is_file()]
+    typer.echo(f"wrote {out}/" + ", ".join(written), err=True)
 
 
 @app.command()
