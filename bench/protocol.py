@@ -115,3 +115,24 @@ def tau_grid(center: float, half_width: float = 0.10, step: float = 0.01, low: f
     """Thresholds ``center ± half_width`` by ``step`` (rounded to 4 decimals), within [low, high]."""
     n = int(round(half_width / step))
     return sorted({round(center + k * step, 4) for k in range(-n, n + 1) if low <= center + k * step <= high})
+
+
+def load_shopee(quick: bool = False):
+    """The shared Shopee listings (``train.csv``: title + phash, ``label_group`` as labels) as a
+    :class:`~itemrep.catalog.Catalog`, or None when the data are not found (a message on stderr
+    says where to put them). ``quick``: a seeded 30 % of the groups, for smoke runs."""
+    import sys
+
+    from itemrep.catalog import Catalog
+    from itemrep.paths import dataset
+
+    root = dataset("shopee")
+    if root is None:
+        print("shopee data not found: set ITEMREP_DATA or put the data at ../shared/data (see README)", file=sys.stderr)
+        return None
+    cat = Catalog.load(root / "train.csv", id_col="posting_id", label_col="label_group", image_col=None, phash_col="image_phash")
+    if quick:
+        groups = np.array(sorted(set(cat.labels)))
+        keep = set(np.random.default_rng(0).choice(groups, size=len(groups) * 3 // 10, replace=False))
+        cat = cat.subset([k for k, it in enumerate(cat.items) if it.label in keep])
+    return cat

@@ -42,14 +42,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/protocol.py, bench/shopee.py
 
-from protocol import DEFAULT_FRACTIONS, item_f1_on, split_groups  # noqa: E402
+from protocol import DEFAULT_FRACTIONS, item_f1_on, load_shopee, split_groups  # noqa: E402
 from shopee import UNION, Union  # noqa: E402
 
 from itemrep.catalog import Catalog  # noqa: E402
 from itemrep.dedup.metrics import mean_item_f1  # noqa: E402
 from itemrep.dedup.pipeline import DEFAULT_PRIOR_STRENGTH, FITRep  # noqa: E402
 from itemrep.dedup.review import DEFAULT_BAND, borderline_pairs, label_from_groups  # noqa: E402
-from itemrep.paths import dataset  # noqa: E402
 
 
 def log(*a) -> None:
@@ -81,16 +80,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="30 %% of the groups (smoke run)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
-    root = dataset("shopee")
-    if root is None:
-        print("shopee data not found: set ITEMREP_DATA or put the data at ../shared/data (see README)", file=sys.stderr)
-        return 2
     t_start = time.perf_counter()
-    cat = Catalog.load(root / "train.csv", id_col="posting_id", label_col="label_group", image_col=None, phash_col="image_phash")
-    if args.quick:
-        groups = np.array(sorted(set(cat.labels)))
-        keep = set(np.random.default_rng(0).choice(groups, size=len(groups) * 3 // 10, replace=False))
-        cat = cat.subset([k for k, it in enumerate(cat.items) if it.label in keep])
+    cat = load_shopee(args.quick)
+    if cat is None:
+        return 2
     fit_idx, sel_idx, rep_idx = split_groups(cat.labels, args.seed, DEFAULT_FRACTIONS)
     report = cat.subset(rep_idx)
     fit_select = cat.subset(np.sort(np.concatenate([fit_idx, sel_idx])))

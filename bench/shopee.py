@@ -52,7 +52,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/protocol.py, however the script is started
 
-from protocol import DEFAULT_FRACTIONS, choose, item_f1_on, split_groups, tau_grid  # noqa: E402
+from protocol import DEFAULT_FRACTIONS, choose, item_f1_on, load_shopee, split_groups, tau_grid  # noqa: E402
 
 from itemrep.catalog import Catalog  # noqa: E402
 from itemrep.dedup.cluster import NearDuplicateClusterer, cluster_edges, knn_graph  # noqa: E402
@@ -61,7 +61,6 @@ from itemrep.dedup.metrics import dedup_metrics, mean_item_f1  # noqa: E402
 from itemrep.dedup.pipeline import FITRep  # noqa: E402
 from itemrep.dedup.slots import DEFAULT_SLOT_SPECS, phash_bits  # noqa: E402
 from itemrep.encoders.text import TfidfTextEncoder, USETextEncoder  # noqa: E402
-from itemrep.paths import dataset  # noqa: E402
 from itemrep.runinfo import peak_rss_mb  # noqa: E402
 
 K = 20  # candidate neighbours per item for the baselines
@@ -381,15 +380,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="run only the FITRep variants with these exact names, e.g. FITRep \"FITRep, uniform α\"")
     ap.add_argument("--json", type=Path, help="also write the rows (report and pool tables, per seed) as JSON here")
     args = ap.parse_args(argv)
-    root = dataset("shopee")
-    if root is None:
-        print("shopee data not found: set ITEMREP_DATA or put the data at ../shared/data (see README)", file=sys.stderr)
+    cat = load_shopee(args.quick)
+    if cat is None:
         return 2
-    cat = Catalog.load(root / "train.csv", id_col="posting_id", label_col="label_group", image_col=None, phash_col="image_phash")
-    if args.quick:
-        groups = np.array(sorted(set(cat.labels)))
-        keep = set(np.random.default_rng(0).choice(groups, size=len(groups) * 3 // 10, replace=False))
-        cat = cat.subset([k for k, it in enumerate(cat.items) if it.label in keep])
     header = protocol_header(args, cat)
     log(header)
     rows, pool = [], []

@@ -132,11 +132,9 @@ def _fsync_tree(d: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     files = [p for p in sorted(d.rglob("*")) if p.is_file()]
-    if len(files) > 1:
+    if files:
         with ThreadPoolExecutor(min(16, len(files))) as ex:
             list(ex.map(_fsync_path, files))
-    elif files:
-        _fsync_path(files[0])
     for q in (d, d.parent):
         _fsync_path(q)
 

@@ -149,7 +149,7 @@ class HashedTfidfEncoder:
             inv = np.fromiter((uniq.setdefault(d, len(uniq)) for d in docs), dtype=np.int64, count=len(docs))
             m = self._hasher().transform(list(uniq)).tocsr()
             m.sort_indices()
-            return m if len(uniq) == len(docs) and np.array_equal(inv, np.arange(len(docs))) else m[inv]
+            return m if len(uniq) == len(docs) else m[inv]  # all distinct: inv is 0..N-1 already
         words = [d.split() for d in docs]
         vocab: dict[str, int] = {}
         flat = [vocab.setdefault(u, len(vocab)) for ws in words for u in ws]
