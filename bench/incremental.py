@@ -177,6 +177,75 @@ def run_shopee(args) -> dict:
             "id_stability": stab, "lookup": lat, "peak_rss_mb": round(peak_rss_mb())}
 
 
+def _add_recall(index_dir: Path, sample: pd.DataFrame, nprobes: list[int]) -> dict:
+    """Recall of the exact candidate edges above τ of new items, per nprobe: the sampled new items'
+    exact top-k neighbours among all indexed vectors (brute force, ``faiss.knn``), scored exactly with
+    the model; recall = share of those scoring >= τ that the IVF search at that nprobe returns."""
+    import faiss
+
+    from itemrep.dedup.slots import SlotSet
+
+    idx = ClusterIndex.open(index_dir, readonly=True)
+    try:
+        enc = idx.model.transform(_catalog(sample, None))
+        k = idx.k
+        segs = [index_dir / "segments" / f"g{int(g):08d}" for g, _ in idx.manifest["segments"]]  # index layout (module docs)
+        x = np.concatenate([np.load(d / "vectors.npy") for d in segs])
+        ids = np.concatenate([pd.read_parquet(d / "ids.parquet", columns=["item_id"])["item_id"].to_numpy(object) for d in segs])
+        _, nn = faiss.knn(np.ascontiguousarray(enc.vectors), x, k, metric=faiss.METRIC_INNER_PRODUCT)
+        del x
+        qi = np.repeat(np.arange(len(enc.ids)), k)
+        nb = ids[nn.reshape(-1)]
+        uniq, inv = np.unique(nb.astype(str), return_inverse=True)
+        S = SlotSet.concat([enc.slots, idx.slot_rows(list(uniq))])
+        sc, _ = idx.model.score_pairs(S, qi, len(enc.ids) + inv.reshape(-1))
+        above = sc >= idx.tau
+        exact = set(zip(qi[above].tolist(), nb[above].tolist()))
+        out = {"sample": len(enc.ids), "k": k, "exact_edges_above_tau": len(exact)}
+        for p in nprobes:
+            idx.nprobe = p
+            t = time.perf_counter()
+            _, got = idx.search(enc.vectors, k)
+            found = {(i, x) for i in range(len(enc.ids)) for x in got[i] if x is not None}
+            out[f"recall_nprobe{p}"] = (len(exact & found) / len(exact)) if exact else 1.0
+            out[f"search_seconds_nprobe{p}"] = round(time.perf_counter() - t, 3)
+        return out
+    finally:
+        idx.close()
+
+
+def _run_adds(idx_dir: Path, work: Path, new: pd.DataFrame, args, nprobe: int | None, streamed: bool):
+    """Add the batches to a fresh copy of the build; one row per batch."""
+    add_dir = work / f"{idx_dir.name}-adds"
+    if add_dir.exists():
+        shutil.rmtree(add_dir)
+    shutil.copytree(idx_dir, add_dir)
+    os.sync()  # flush the copy now, or its writeback slows the batches' fsyncs
+    idx = ClusterIndex.open(add_dir, nprobe=nprobe)
+    if idx.generation != 1:
+        idx.close()
+        raise SystemExit(f"{idx_dir}: generation {idx.generation}, expected a fresh build; pass --rebuild")
+    parts = [_catalog(new.iloc[b * args.batch_size:(b + 1) * args.batch_size], None) for b in range(args.batches)]
+    rows = []
+    label = f"{'add_batches' if streamed else 'add() per batch'}, nprobe {idx.nprobe}"
+    try:
+        t = time.perf_counter()
+        results = idx.add_batches(parts) if streamed else (idx.add(p) for p in parts)
+        for part, res in zip(parts, results):
+            s = time.perf_counter() - t
+            st = res.stats
+            rows.append({"run": label, "batch": res.batch, "items": len(part), "index_rows_before": idx.n_rows - len(part),
+                         "seconds": round(s, 3), "items_per_s": len(part) / s, "joined_existing": st["n_joined_existing"],
+                         "new_clusters": st["n_new_clusters"], "merges": st["n_merges"], "encode_s": st["encode_seconds"],
+                         "plan_s": st["plan_seconds"], "write_commit_s": st["write_commit_seconds"]})
+            print(f"  {label}: batch {res.batch}: {len(part)} items in {s:.2f} s ({len(part) / s:.0f}/s)", file=sys.stderr)
+            t = time.perf_counter()
+        final = idx.assignments().set_index("item_id")["cluster_id"]
+    finally:
+        idx.close()
+    return rows, final, add_dir
+
+
 def run_synthetic(args) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     import synth_catalog
@@ -199,38 +268,21 @@ def run_synthetic(args) -> dict:
                            tau_merge=args.tau_merge).close()
         build_s = time.perf_counter() - t0
         print(f"  build: {build_s:.1f} s", file=sys.stderr)
-    # the batches go into a copy, so the build stays fresh for the next measurement
-    add_dir = work / f"synthetic-{n}-adds"
-    if add_dir.exists():
-        shutil.rmtree(add_dir)
-    shutil.copytree(idx_dir, add_dir)
-    os.sync()  # flush the copy now, or its writeback slows the batches' fsyncs
-    idx = ClusterIndex.open(add_dir)
-    if idx.generation != 1:
-        idx.close()
-        raise SystemExit(f"{idx_dir}: generation {idx.generation}, expected a fresh build; pass --rebuild")
-    rows = []
-    try:
-        for b in range(args.batches):
-            part = new.iloc[b * args.batch_size:(b + 1) * args.batch_size]
-            cat = _catalog(part, None)
-            t = time.perf_counter()
-            res = idx.add(cat)
-            s = time.perf_counter() - t
-            st = res.stats
-            rows.append({"batch": res.batch, "items": len(part), "index_rows_before": idx.n_rows - len(part),
-                         "seconds": round(s, 3), "items_per_s": len(part) / s, "joined_existing": st["n_joined_existing"],
-                         "new_clusters": st["n_new_clusters"], "merges": st["n_merges"], "encode_s": st["encode_seconds"],
-                         "plan_s": st["plan_seconds"], "write_commit_s": st["write_commit_seconds"]})
-            print(f"  batch {res.batch}: {len(part)} items in {s:.2f} s ({len(part) / s:.0f}/s)", file=sys.stderr)
-        final = idx.assignments().set_index("item_id")["cluster_id"]
-    finally:
-        idx.close()
+    nprobes = [int(x) for x in args.nprobes.split(",")]
+    recall = _add_recall(idx_dir, new.iloc[:args.recall_sample], sorted(set(nprobes)))
+    print(f"  candidate recall of new items: {recall}", file=sys.stderr)
+    # each run adds the same batches to a fresh copy of the build: one add() call per batch at each
+    # nprobe, then add_batches (the next batch encoded while the current one commits) at the default
+    rows, final = [], None
+    runs = [(p, False) for p in nprobes] + ([(None, True)] if args.streamed else [])
+    for p, streamed in runs:
+        r, final, add_dir = _run_adds(idx_dir, work, new, args, p, streamed)
+        rows += r
     labels = pd.concat([base.set_index("posting_id")["source_group"], new.set_index("posting_id")["source_group"]])
     m = dedup_metrics(labels.loc[final.index].tolist(), final.tolist())
     lat = _lookup_latency(add_dir, _fresh_ids(synth_catalog.make_catalog(101, seed=2), "lookup-"))
     return {"mode": "synthetic", "n_index": n, "batch_size": args.batch_size, "batches": rows,
-            "build_seconds": None if build_s is None else round(build_s, 2),
+            "build_seconds": None if build_s is None else round(build_s, 2), "add_recall": recall,
             "pairwise_precision": m["pairwise_precision"], "pairwise_recall": m["pairwise_recall"],
             "mean_item_f1_vs_source_group": m["mean_item_f1"], "lookup": lat, "peak_rss_mb": round(peak_rss_mb())}
 
@@ -269,14 +321,27 @@ def _table(res: dict) -> str:
              f"{st['new_clusters_logged_after_build']}", ""),
         ]
     else:
-        lines.append(f"Incremental index, synthetic: {res['n_index']} listings indexed, {len(b)} batches of {res['batch_size']}\n")
+        runs = b["run"].nunique() if "run" in b.columns else 1
+        lines.append(f"Incremental index, synthetic: {res['n_index']} listings indexed; {runs} runs, each adding "
+                     f"{len(b) // runs} batches of {res['batch_size']} to a fresh copy of the build\n")
         rows = [("pairwise precision / recall vs source groups", f"{res['pairwise_precision']:.4f} / {res['pairwise_recall']:.4f}", "")]
+    if "run" in b.columns:  # synthetic mode: one row per way of adding
+        rec = res["add_recall"]
+        for p in sorted(int(k.rsplit("nprobe", 1)[1]) for k in rec if k.startswith("recall_nprobe")):
+            rows.append((f"recall of exact candidate edges >= τ of new items, nprobe {p} ({rec['sample']} sampled, "
+                         f"{rec['exact_edges_above_tau']} edges)", f"{rec[f'recall_nprobe{p}']:.4f}", ">= 0.99"))
+        for run, g in b.groupby("run", sort=False):
+            later = g["items_per_s"].iloc[1:] if len(g) > 1 else g["items_per_s"]
+            rows.append((f"add throughput, {run}: items/s per batch, median / min (after the first batch) / first batch",
+                         f"{g['items_per_s'].median():.0f} / {later.min():.0f} / {g['items_per_s'].iloc[0]:.0f}",
+                         f">= {TARGETS['items_per_s']:.0f} for 10k into 1M"))
+    else:
+        rows.append(("add throughput, items/s per batch (median, min)", f"{tp.median():.0f}, {tp.min():.0f}",
+                     f">= {TARGETS['items_per_s']:.0f} for 10k into 1M"))
     rows += [
-        ("add throughput, items/s per batch (median, min)", f"{tp.median():.0f}, {tp.min():.0f}",
-         f">= {TARGETS['items_per_s']:.0f} for 10k into 1M"),
         ("one-item lookup, median / p90 (ms)", f"{lat['median_ms']:.1f} / {lat['p90_ms']:.1f}", f"< {TARGETS['lookup_ms']:.0f}"),
         ("index open (s)", f"{lat['open_seconds']:.2f}", ""),
-        ("build (s)" + (f", batch dedup of all (s)" if res["mode"] == "shopee" else ""),
+        ("build (s)" + (", batch dedup of all (s)" if res["mode"] == "shopee" else ""),
          f"{res['build_seconds']}" + (f", {res['batch_dedup_seconds']}" if res["mode"] == "shopee" else ""), ""),
         ("peak RSS (MiB)", f"{res['peak_rss_mb']}", ""),
     ]
@@ -295,6 +360,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="synthetic mode: rebuild the index even if one exists")
     ap.add_argument("--tau-merge", type=float, default=None, help="merge threshold of the index (default τ + 0.1)")
     ap.add_argument("--work", default=str(REPO / "out" / "incremental"), help="where the indexes are written")
+    ap.add_argument("--nprobes", default="64,32", help="synthetic mode: nprobe of the add() runs (comma-separated)")
+    ap.add_argument("--no-streamed", dest="streamed", action="store_false",
+                    help="synthetic mode: skip the add_batches run (next batch encoded while the current one commits)")
+    ap.add_argument("--recall-sample", type=int, default=1000, help="synthetic mode: new items whose candidate recall is measured")
     ap.add_argument("--quiet", action="store_true", default=True)
     args = ap.parse_args(argv)
     res = run_synthetic(args) if args.synthetic else run_shopee(args)

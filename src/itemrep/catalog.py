@@ -214,6 +214,18 @@ class Catalog:
             warnings=list(self.warnings),
         )
 
+    def batches(self, size: int) -> list["Catalog"]:
+        """The catalog cut into consecutive catalogs of at most ``size`` items, in file order
+        (each keeps its items' failures). An empty catalog gives no batch.
+
+        Raises:
+            ValueError: ``size < 1``.
+        """
+        size = int(size)
+        if size < 1:
+            raise ValueError(f"batch size must be >= 1, got {size}")
+        return [self.subset(range(s, min(len(self), s + size))) for s in range(0, len(self), size)]
+
     def to_frame(self) -> pd.DataFrame:
         """The items as a table with columns ``item_id, title, text, image, phash, label, row``."""
         return pd.DataFrame(

@@ -55,12 +55,12 @@ def _options(a: dict, **fixed) -> dict:
     return base
 
 
-def _open(index: Path, kw: dict, readonly: bool):
+def _open(index: Path, kw: dict, readonly: bool, nprobe: int | None = None):
     """Open the index with the run-time overrides (extractor, progress, cache) taken from ``kw``."""
     from itemrep.dedup.index import ClusterIndex
 
     overrides = {k: kw[k] for k in ("extractor", "progress", "cache_dir", "chunk_size", "n_jobs") if k in kw}
-    return ClusterIndex.open(index, readonly=readonly, model_overrides=overrides)
+    return ClusterIndex.open(index, readonly=readonly, model_overrides=overrides, nprobe=nprobe)
 
 
 @app.command()
@@ -100,8 +100,13 @@ def build(
 def add(
     new_catalog: Path = typer.Argument(..., help="New items (.csv, .jsonl or .parquet); their ids must not be indexed yet."),
     index: Path = IndexDir,
-    out: Path = typer.Option(..., "--out", help="Output directory for clusters.parquet, changes.parquet and run.json of this batch."),
+    out: Path = typer.Option(..., "--out", help="Output directory for clusters.parquet, changes.parquet and run.json of this run."),
     existing: str = typer.Option("error", "--existing", help="Ids already in the index: error (default) or skip them."),
+    batch_size: int = typer.Option(0, "--batch-size", min=0,
+                                   help="Commit the items in batches of this many, each its own generation (0: one batch). "
+                                        "The next batch is encoded while the current one is committed."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", min=1,
+                                         help="IVF lists each new item visits (default 32; more: slower, slightly higher recall)."),
     id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
     image_col: Optional[str] = ImageCol, phash_col: Optional[str] = PhashCol,
     image_root: Optional[Path] = ImageRoot, sep: Optional[str] = Sep, encoding: Optional[str] = Encoding,
@@ -111,17 +116,32 @@ def add(
     llm_timeout: float = LlmTimeout, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
 ) -> None:
-    """Assign new items to existing clusters (ids never change) or to new ones, as one atomic batch."""
+    """Assign new items to existing clusters (ids never change) or to new ones, in atomic batches."""
+    from itemrep.dedup.index import AddResult
     from itemrep.dedup.pipeline import check_out_dir
 
+    results = []
     try:
-        check_out_dir(out)  # before the batch is committed: a bad --out must not leave a batch without its outputs
+        check_out_dir(out)  # before a batch is committed: a bad --out must not leave a batch without its outputs
         cat, kw = _prepare(_options(locals(), catalog=new_catalog), out)
-        with _open(index, kw, readonly=False) as idx:
-            res = idx.add(cat, existing=existing)
-        res.write(out)
+        with _open(index, kw, readonly=False, nprobe=nprobe) as idx:
+            parts = cat.batches(batch_size) if batch_size and len(cat) > batch_size else [cat]
+            try:
+                for res in idx.add_batches(parts, existing=existing):
+                    results.append(res)
+                    if len(parts) > 1:
+                        s = res.stats
+                        typer.echo(f"batch {res.batch}: {s.get('n_items', 0)} items, {s.get('n_joined_existing', 0)} joined "
+                                   f"existing clusters, {s.get('n_new_clusters', 0)} new clusters; "
+                                   f"{s.get('total_seconds', 0.0):.1f} s", err=True)
+            finally:
+                if results:  # what was committed is written even when a later batch fails
+                    AddResult.combine(results, idx.registry).write(out)
     except (ItemrepError, ValueError, OSError) as e:
-        _fail(str(e))
+        done = (f" (batches {results[0].batch}-{results[-1].batch} were committed and written to {out}; "
+                f"re-run with --existing skip to add the rest)") if results else ""
+        _fail(str(e) + done)
+    res = AddResult.combine(results, None) if len(results) > 1 else results[0]
     s = res.stats
     if not s.get("committed"):
         typer.echo(f"nothing to add: all {s['n_skipped_existing']} items are indexed already; wrote {out}", err=True)

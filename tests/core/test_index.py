@@ -113,6 +113,47 @@ def test_adding_an_indexed_id_is_refused_by_name(index_copy):
         assert res.stats["committed"] is False and idx.generation == 2
 
 
+def test_add_batches_equals_add_one_by_one(built, tmp_path):
+    """Encoding the next batch ahead (add_batches) changes nothing: same generations, ids, scores,
+    registry and change log as calling add on each batch in turn."""
+    import shutil
+
+    cat = _small()
+    parts = cat.subset(range(30, 43)).batches(5)
+    assert [len(p) for p in parts] == [5, 5, 3]
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(built, a)
+    shutil.copytree(built, b)
+    with ClusterIndex.open(a) as idx:
+        one = [idx.add(p) for p in parts]
+        dump_a = _registry_dump(idx)
+    with ClusterIndex.open(b) as idx:
+        streamed = list(idx.add_batches(parts))
+        dump_b = _registry_dump(idx)
+    assert [r.batch for r in streamed] == [2, 3, 4]
+    assert [r.stats["encode_overlapped"] for r in streamed] == [True, True, True]
+    for x, y in zip(one, streamed):
+        pd.testing.assert_frame_equal(x.clusters, y.clusters)
+    assert dump_a == dump_b
+    comb = pd.concat([r.clusters for r in streamed], ignore_index=True)
+    assert sorted(comb["item_id"]) == sorted(cat.ids[30:])
+
+
+def test_add_batches_stops_at_a_refused_batch(index_copy):
+    """A batch with an indexed id (existing='error') is refused by name; the batches before it
+    stay committed, the ones after it are not started."""
+    cat = _small()
+    parts = [cat.subset(range(30, 35)), cat.subset([3, 36]), cat.subset(range(37, 40))]
+    with ClusterIndex.open(index_copy) as idx:
+        done = []
+        with pytest.raises(IndexDirError, match=r"item 'p004' is already in the index"):
+            for r in idx.add_batches(parts):
+                done.append(r.batch)
+        assert done == [2] and idx.generation == 2 and idx.n_rows == 35
+        res = list(idx.add_batches(parts[1:], existing="skip"))
+        assert [r.stats["n_items"] for r in res] == [1, 3] and [r.stats["encode_overlapped"] for r in res] == [False, True]
+
+
 def test_lookup_writes_nothing_and_agrees_with_add(index_copy):
     cat = _small()
     digest = _tree_digest(index_copy)
@@ -384,6 +425,28 @@ def test_cli_build_add_lookup(tmp_path):
     assert lines[0] == "item_id,cluster_id,representative_id,score,match" and len(lines) == 14
     r = runner.invoke(app, ["lookup", str(tmp_path / "day2.csv"), "--index", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "missing: index directory not found" in r.output
+
+
+def test_cli_add_in_batches(tmp_path):
+    """--batch-size commits one generation per batch and writes all of them, with live ids."""
+    from itemrep.index_cli import app
+
+    df = pd.read_csv(SMALL, dtype=str, keep_default_na=False)
+    df.iloc[:30].to_csv(tmp_path / "day1.csv", index=False)
+    df.iloc[30:].to_csv(tmp_path / "day2.csv", index=False)
+    idx, out = tmp_path / "idx", tmp_path / "out"
+    assert runner.invoke(app, ["build", str(tmp_path / "day1.csv"), "--index", str(idx), "--quiet"]).exit_code == 0
+    r = runner.invoke(app, ["add", str(tmp_path / "day2.csv"), "--index", str(idx), "--out", str(out), "--quiet",
+                            "--batch-size", "4", "--nprobe", "8"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("batch ") >= 4
+    cl = pd.read_parquet(out / "clusters.parquet")
+    run = json.loads((out / "run.json").read_text())
+    assert len(cl) == 13 and [b["batch"] for b in run["batches"]] == [2, 3, 4, 5] and run["n_items"] == 13
+    with ClusterIndex.open(idx, readonly=True) as ix:
+        assert ix.generation == 5
+        live = ix.assignments().set_index("item_id")["cluster_id"]
+    assert (cl.set_index("item_id")["cluster_id"] == live.loc[cl["item_id"]]).all()
 
 
 def test_cli_add_checks_out_before_committing(tmp_path):

@@ -422,15 +422,17 @@ class CandidateSearch:
         self._check_fitted()
         if self.index_name_ != "IndexIVFFlat":
             return None
-        return self._assign(self._check_dim(_as_rows(q, "q")), int(self.nprobe_ if p is None else p))
+        return self._assign(self._check_dim(_as_rows(q, "q")), int(self.nprobe_ if p is None else min(int(p), self.nlist_)))
 
-    def search(self, q: np.ndarray, k: int | None = None, coarse: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int | None = None, coarse: np.ndarray | None = None,
+               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most similar indexed items of each query.
 
         Args:
             q: float32 (M, d) unit rows.
             k: neighbours per query (default ``self.k``); an indexed query finds itself too.
             coarse: the lists to visit (:meth:`assign` of ``q``), when already computed.
+            nprobe: lists visited per query when ``coarse`` is not given (default ``nprobe_``).
 
         Returns:
             ``(sims, ids)``: float32 (M, k) inner products, best first, and int64 (M, k) item ids;
@@ -445,10 +447,16 @@ class CandidateSearch:
         k = int(self.k if k is None else k)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        p = self.nprobe_ if nprobe is None or self.nprobe_ is None else min(int(nprobe), self.nlist_)
         if self.index_name_ == "IndexIVFFlat" and (coarse is not None or len(q) >= self.batch_min):
-            sims, ids = self._scan(q, k, self._assign(q, self.nprobe_) if coarse is None else coarse)
+            sims, ids = self._scan(q, k, self._assign(q, p) if coarse is None else coarse)
         elif len(q) < self.batch_min:
-            sims, ids = self.index_.search(q, k)
+            if p is not None and p != self.index_.nprobe:
+                import faiss
+
+                sims, ids = self.index_.search(q, k, params=faiss.SearchParametersIVF(nprobe=p))
+            else:
+                sims, ids = self.index_.search(q, k)
         else:
             sims, ids = _knn_ip(q, self._vectors(), k)
             if ids.shape[1] < k:  # fewer items than k

@@ -63,7 +63,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,11 @@ from itemrep.errors import ItemrepError
 #: Version of the index directory layout (``index.json`` ``format``); a mismatch is refused on open.
 INDEX_FORMAT = 1
 INDEX_FILE = "index.json"
+#: IVF lists a new item visits in :meth:`ClusterIndex.add` / :meth:`ClusterIndex.lookup` (the
+#: build's whole-catalog search uses the clusterer's 64). Chosen by measurement on 10,000-item
+#: batches into a 1M synthetic Shopee index (``python bench/incremental.py --synthetic 1000000``,
+#: docs/index.md): recall of the exact candidate edges above τ 32 vs 64 lists, and the time saved.
+ADD_NPROBE = 32
 #: Test hook: ``ITEMREP_INDEX_HOOK=POINT:FLAGFILE`` makes :meth:`ClusterIndex.add` write FLAGFILE and
 #: sleep (``ITEMREP_INDEX_HOOK_SLEEP`` seconds, default 120) at POINT (``after_segment``,
 #: ``after_search``, ``in_transaction``), so a test can kill the process there.
@@ -239,15 +244,16 @@ class _VectorSearch:
         if len(x):
             self.impl.add(np.ascontiguousarray(x, dtype=np.float32), lists=lists)
 
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def search(self, q: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(sims float32 (n, k), ids int64 (n, k), lists)``; id -1 where fewer than k rows are
         reachable; ``lists``: int (n,) the IVF list each query would join (None for the exact
-        index or a small batch), to pass to :meth:`add`."""
+        index or a small batch), to pass to :meth:`add`. ``nprobe``: lists visited per query
+        (None: the index's own)."""
         if len(q) == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), None
         q = np.ascontiguousarray(q, dtype=np.float32)
-        coarse = self.impl.assign(q) if len(q) >= self.impl.batch_min else None
-        sims, ids = self.impl.search(q, k, coarse=coarse)
+        coarse = self.impl.assign(q, nprobe) if len(q) >= self.impl.batch_min else None
+        sims, ids = self.impl.search(q, k, coarse=coarse, nprobe=nprobe)
         return sims, ids, (None if coarse is None else coarse[:, 0])
 
     def save(self, d: Path) -> None:
@@ -382,6 +388,36 @@ class AddResult:
     changes: pd.DataFrame
     stats: dict = field(default_factory=dict)
 
+    @classmethod
+    def combine(cls, results: Sequence["AddResult"], registry: ClusterRegistry | None = None) -> "AddResult":
+        """One result for consecutive batches (:meth:`ClusterIndex.add_batches`): their rows and
+        change-log rows concatenated; cluster ids resolved to the live ids in ``registry`` (a later
+        batch may have merged an earlier one's cluster) when it is given; ``batch`` the last one;
+        counts and seconds summed over the batches, the per-batch stats under ``"batches"``.
+
+        Raises:
+            ValueError: no result.
+        """
+        if not results:
+            raise ValueError("combine needs at least one AddResult")
+        if len(results) == 1 and registry is None:
+            return results[0]
+        cl = pd.concat([r.clusters for r in results], ignore_index=True)
+        if registry is not None and len(cl):
+            u = cl["cluster_id"].unique().tolist()
+            cl["cluster_id"] = cl["cluster_id"].map(dict(zip(u, registry.resolve(u))))
+        ch = pd.concat([r.changes for r in results], ignore_index=True) if len(results) > 1 else results[0].changes
+        stats: dict = {}
+        for r in results:
+            for k, v in r.stats.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "generation":
+                    stats[k] = round(stats.get(k, 0) + v, 3) if isinstance(v, float) else stats.get(k, 0) + v
+        stats["committed"] = any(r.stats.get("committed") for r in results)
+        stats["generation"] = results[-1].batch
+        if len(results) > 1:
+            stats["batches"] = [{"batch": r.batch, **r.stats} for r in results]
+        return cls(batch=results[-1].batch, clusters=cl, changes=ch, stats=stats)
+
     def write(self, out_dir: str | Path) -> None:
         """Write ``clusters.parquet``, ``changes.parquet`` and ``run.json`` into ``out_dir`` (created)."""
         out = Path(out_dir)
@@ -445,7 +481,8 @@ class ClusterIndex:
             the model, τ_merge from ``index.json``).
     """
 
-    def __init__(self, index_dir: Path, model, registry: ClusterRegistry, meta: dict, readonly: bool = False) -> None:
+    def __init__(self, index_dir: Path, model, registry: ClusterRegistry, meta: dict, readonly: bool = False,
+                 nprobe: int | None = None) -> None:
         self.index_dir = Path(index_dir)
         self.model = model
         self.registry = registry
@@ -456,13 +493,17 @@ class ClusterIndex:
         self.k = int(_model_param(model, "k", 10))
         self.tau_merge = float(meta.get("tau_merge") or self.tau + 0.1)
         self.snapshot_fraction = float(meta.get("snapshot_fraction", 0.25))
+        self.nprobe = int(nprobe if nprobe is not None else meta.get("add_nprobe", ADD_NPROBE))
+        if self.nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {self.nprobe}")
         self._score = _score_fn(model)
         self._clusterer = _clusterer_of(model)
         self._load_state()
 
     # ------------------------------------------------------------------ open / build
     @classmethod
-    def open(cls, index_dir: str | Path, readonly: bool = False, model=None, model_overrides: dict | None = None) -> "ClusterIndex":
+    def open(cls, index_dir: str | Path, readonly: bool = False, model=None, model_overrides: dict | None = None,
+             nprobe: int | None = None) -> "ClusterIndex":
         """Open an index written by :meth:`build`.
 
         Args:
@@ -472,6 +513,8 @@ class ClusterIndex:
             model: use this fitted model instead of loading ``index_dir/model`` (tests).
             model_overrides: run-time keyword overrides for the model's ``load`` (e.g. ``extractor``,
                 ``progress``, ``cache_dir``); never ones that change the fitted space.
+            nprobe: IVF lists each new item visits in :meth:`add` and :meth:`lookup` (default
+                :data:`ADD_NPROBE`; the build's whole-catalog search keeps its own, 64).
 
         Raises:
             IndexDirError: the directory or ``index.json`` is missing, the format differs, the build
@@ -503,7 +546,7 @@ class ClusterIndex:
         if not readonly:
             with _Lock(d):
                 cls._clean_uncommitted(d, reg.generation)
-        return cls(d, model, reg, meta, readonly=readonly)
+        return cls(d, model, reg, meta, readonly=readonly, nprobe=nprobe)
 
     @staticmethod
     def _load_model(d: Path, meta: dict, overrides: dict):
@@ -774,6 +817,26 @@ class ClusterIndex:
         uniq, inv = np.unique(rows, return_inverse=True)
         return _gather_slots(self._row_parts(uniq)).take(inv.reshape(-1))
 
+    def search(self, vectors: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` (default: the model's k) indexed items nearest to each row of ``vectors``
+        (reduced vectors from ``model.transform(...).vectors``) in the FAISS space, visiting
+        :attr:`nprobe` IVF lists per query: the candidates :meth:`add` scores.
+
+        Args:
+            vectors: float32 (M, d) unit rows.
+            k: neighbours per row.
+
+        Returns:
+            ``(sims float32 (M, k), item_ids object (M, k))``, best first; ``None`` ids (and
+            ``-inf``) where fewer than k items are reachable.
+        """
+        kk = int(min(self.k if k is None else k, max(self.n_rows, 1)))
+        sims, rows, _ = self._search.search(np.asarray(vectors, dtype=np.float32), kk, nprobe=self.nprobe)
+        ids = np.full(rows.shape, None, dtype=object)
+        ok = rows >= 0
+        ids[ok] = self._ids[rows[ok]]
+        return sims, ids
+
     # ------------------------------------------------------------------ matching
     def _match_old(self, enc, extra: tuple[np.ndarray, np.ndarray] | None = None):
         """Score new items against their k nearest indexed rows (and, in the same call, ``extra``
@@ -802,7 +865,7 @@ class ClusterIndex:
         if kk == 0 or n == 0:
             s_extra = self._score(enc.slots, ea, eb) if len(ea) else np.zeros(0, np.float32)
             return enc.slots, 0, empty(), {}, (s_extra if extra is not None else None), None
-        _, rows, lists = self._search.search(enc.vectors, kk)
+        _, rows, lists = self._search.search(enc.vectors, kk, nprobe=self.nprobe)
         qi = np.repeat(np.arange(n, dtype=np.int64), kk)
         orow = rows.reshape(-1)
         ok = orow >= 0
@@ -1029,6 +1092,64 @@ class ClusterIndex:
             KeyboardInterrupt / any error: the batch is rolled back; the index stays at the
                 generation it had.
         """
+        return self._add(catalog, existing, None)
+
+    def add_batches(self, catalogs: Iterable[Catalog], existing: str = "error") -> Iterator[AddResult]:
+        """Add several batches in turn, each exactly as :meth:`add` would (its own generation,
+        transaction, ids and change-log rows; the same results as calling :meth:`add` on each),
+        while the next batch is encoded in a background thread: concept extraction runs in the
+        model's worker processes, so it overlaps the search, scoring and commit of the current batch.
+
+        Args:
+            catalogs: the batches, in order (e.g. :meth:`Catalog.batches
+                <itemrep.catalog.Catalog.batches>` of one big catalog).
+            existing: as in :meth:`add`, checked per batch against the index as it is then.
+
+        Yields:
+            one :class:`AddResult` per committed batch (``stats["encode_overlapped"]`` is true for a
+            batch that was encoded ahead).
+
+        Raises:
+            as :meth:`add`. The batches committed before an error stay committed; the failing
+            one is rolled back; the ones after it are not started.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if existing not in ("error", "skip"):
+            raise ValueError(f"existing must be 'error' or 'skip'; got {existing!r}")
+        keep = getattr(self.model, "keep_workers", None)
+        if callable(keep):
+            keep()
+        it = iter(catalogs)
+
+        def encode(cat: Catalog):
+            cat = _sorted_by_id(cat)
+            return cat, self.model.transform(cat)
+
+        pending = []
+        with ThreadPoolExecutor(1, thread_name_prefix="itemrep-encode") as ex:
+            def submit(cat):
+                f = ex.submit(encode, cat) if cat is not None and len(cat) else None
+                if f is not None:
+                    pending.append(f)
+                return f
+
+            try:
+                cur = next(it, None)
+                fut = submit(cur)
+                while cur is not None:
+                    nxt = next(it, None)
+                    nfut = submit(nxt)  # encoded while `cur` is planned and committed
+                    res = self._add(cur, existing, fut)
+                    cur, fut = nxt, nfut
+                    yield res
+            finally:
+                for f in pending:  # an error or an abandoned generator: encode nothing more
+                    f.cancel()
+
+    def _add(self, catalog: Catalog, existing: str, ahead) -> AddResult:
+        """:meth:`add`; ``ahead``: a future of ``(sorted catalog, its encoding)`` computed in advance
+        (used when no item of the batch turns out to be indexed already), or None."""
         if existing not in ("error", "skip"):
             raise ValueError(f"existing must be 'error' or 'skip'; got {existing!r}")
         if self.readonly:
@@ -1058,7 +1179,10 @@ class ClusterIndex:
             if callable(keep):  # an index adds batch after batch: reuse the extraction workers
                 keep()
             t1 = time.perf_counter()
-            enc = self.model.transform(catalog)
+            if ahead is not None and not n_skipped:
+                catalog, enc = ahead.result()  # encoded while the previous batch was planned and committed
+            else:
+                enc = self.model.transform(catalog)
             t_enc = time.perf_counter() - t1
             plan = self._plan(enc, batch)
             t2 = time.perf_counter()
@@ -1125,7 +1249,8 @@ class ClusterIndex:
             live = dict(zip(cl["cluster_id"].unique(), self.registry.resolve(list(cl["cluster_id"].unique()))))
             cl["cluster_id"] = cl["cluster_id"].map(live)
         stats = {**plan.stats, "n_skipped_existing": n_skipped, "committed": True, "generation": batch,
-                 "encode_seconds": round(t_enc, 3), "write_commit_seconds": round(t_commit, 3),
+                 "encode_seconds": round(t_enc, 3), "encode_overlapped": bool(ahead is not None and not n_skipped),
+                 "write_commit_seconds": round(t_commit, 3),
                  "total_seconds": round(time.perf_counter() - t0, 3),
                  "failed_items": len({f.item_id for f in getattr(enc, "failures", [])})}
         return AddResult(batch=batch, clusters=cl, changes=_changes_frame(self.registry.changes(batch)), stats=stats)

@@ -468,8 +468,11 @@ class FITRep:
         return min(2, os.cpu_count() or 1) if n >= 10_000 else 1
 
     def _extract_raw(self, items: Sequence[Item], encoder: SlotEncoder, timer: StageTimer, prog: Progress,
-                     use_images: bool, stats: dict):
-        """CHIE + raw slot inputs for ``items`` in chunks; returns (concept table, list of RawSlots chunks, keys, failures)."""
+                     use_images: bool, stats: dict, on_raw=None):
+        """CHIE + raw slot inputs for ``items`` in chunks; returns (concept table, list of RawSlots chunks, keys, failures).
+
+        ``on_raw``: called with each chunk's RawSlots, in order, as soon as it is ready (while the
+        workers extract the next chunks) instead of collecting it in the returned list."""
         extractor = self._make_extractor()
         failures: list[ItemFailure] = []
         n = len(items)
@@ -488,20 +491,20 @@ class FITRep:
                 pool = self._kept_pool(extractor, encoder, jobs)
                 if pool is not None:  # workers kept between calls: send the items, not a fork per call
                     for (s, e), res in zip(bounds, pool.imap(_worker_items, [items[s:e] for s, e in bounds])):
-                        self._collect(res, tables, raws, keys, failures, ex_stats)
+                        self._collect(res, tables, raws, keys, failures, ex_stats, on_raw)
                         step(e - s)
                 else:
                     _WORK.update(extractor=extractor, encoder=encoder, items=items)
                     try:
                         with mp.get_context("fork").Pool(jobs) as pool:
                             for (s, e), res in zip(bounds, pool.imap(_worker, bounds)):
-                                self._collect(res, tables, raws, keys, failures, ex_stats)
+                                self._collect(res, tables, raws, keys, failures, ex_stats, on_raw)
                                 step(e - s)
                     finally:
                         _WORK.clear()
             else:
                 for s, e in bounds:
-                    self._collect(encode_batch(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats)
+                    self._collect(encode_batch(extractor, encoder, items[s:e]), tables, raws, keys, failures, ex_stats, on_raw)
                     step(e - s)
         stats["extractor"] = {"name": extractor.identifier, "workers": jobs, **_sum_stats(ex_stats)}
         return pa.concat_tables(tables), raws, np.concatenate(keys, axis=1), failures
@@ -546,10 +549,13 @@ class FITRep:
         return slot["pool"]
 
     @staticmethod
-    def _collect(res, tables, raws, keys, failures, ex_stats) -> None:
+    def _collect(res, tables, raws, keys, failures, ex_stats, on_raw=None) -> None:
         t, r, k, f, st = res
         tables.append(t)
-        raws.append(r)
+        if on_raw is not None:
+            on_raw(r)
+        else:
+            raws.append(r)
         keys.append(k)
         failures.extend(f)
         ex_stats.append(st)
@@ -571,6 +577,11 @@ class FITRep:
         concepts = [[(c.slot, c.value, concept_level(c.level, c.source)) for c in h.concepts] for h in hier]
         raw = encoder.count(concepts, phashes, external=dict(res.slots))
         return concepts_table(hier), [raw], _keys(concepts, phashes, items), failures
+
+    def _chunk_vectors(self, part: SlotSet, fusion: AttentionFusion, reducer) -> np.ndarray:
+        """float32 (n, d) reduced fused vectors of the slot rows ``part`` (fitted stages)."""
+        views = self.slot_encoder_.dense_views(part, fusion.weighted_slots(part))
+        return np.asarray(reducer.transform(fusion.transform(views, part)), dtype=np.float32)
 
     def _fused_vectors(self, slots: SlotSet, fusion: AttentionFusion, reducer, fit: bool, ids_sorted: np.ndarray,
                        timer: StageTimer, prog: Progress) -> np.ndarray:
@@ -608,14 +619,30 @@ class FITRep:
         with Progress(self.progress) as prog:
             encoder = (SlotEncoder(self.slot_specs, dense_encoder=self._make_dense_text_encoder(), random_state=self.random_state)
                        if fit_encoders else self.slot_encoder_)
-            table, raw, keys, failures = self._extract_raw(items, encoder, timer, prog, use_images, stats)
-            with timer.stage("encode"):
-                if fit_encoders:
-                    self.slot_encoder_ = encoder.fit(raw)
-                slots = self.slot_encoder_.transform_parts(raw)  # empties the list of raw chunks
+            if not fit_encoders and not use_images:
+                # fitted stages: weight, fuse and reduce each chunk as soon as the workers return
+                # it, while they extract the next ones (every step is per row: the same rows as
+                # encoding the whole catalog at once)
+                slot_parts, vec_parts = [], []
+
+                def on_raw(r: RawSlots) -> None:
+                    part = self.slot_encoder_.transform_raw(r)
+                    slot_parts.append(part)
+                    vec_parts.append(self._chunk_vectors(part, fusion, self.reducer_))
+
+                table, _, keys, failures = self._extract_raw(items, encoder, timer, prog, use_images, stats, on_raw)
+                slots = SlotSet.concat(slot_parts) if len(slot_parts) > 1 else slot_parts[0]
                 stats["slot_coverage"] = slots.coverage()
-            reducer = self._make_reducer(len(items)) if fit_encoders else self.reducer_
-            vectors = self._fused_vectors(slots, fusion, reducer, fit_encoders, ids, timer, prog)
+                vectors = np.ascontiguousarray(np.vstack(vec_parts), dtype=np.float32)
+            else:
+                table, raw, keys, failures = self._extract_raw(items, encoder, timer, prog, use_images, stats)
+                with timer.stage("encode"):
+                    if fit_encoders:
+                        self.slot_encoder_ = encoder.fit(raw)
+                    slots = self.slot_encoder_.transform_parts(raw)  # empties the list of raw chunks
+                    stats["slot_coverage"] = slots.coverage()
+                reducer = self._make_reducer(len(items)) if fit_encoders else self.reducer_
+                vectors = self._fused_vectors(slots, fusion, reducer, fit_encoders, ids, timer, prog)
             if fit_encoders:
                 self.reducer_ = reducer
             stats["reducer"] = self.reducer_.stats()
