@@ -125,28 +125,36 @@ def add(
         check_out_dir(out)  # before a batch is committed: a bad --out must not leave a batch without its outputs
         cat, kw = _prepare(_options(locals(), catalog=new_catalog), out)
         with _open(index, kw, readonly=False, nprobe=nprobe) as idx:
-            parts = cat.batches(batch_size) if batch_size and len(cat) > batch_size else [cat]
-            try:
-                for res in idx.add_batches(parts, existing=existing):
+            if not batch_size or len(cat) <= batch_size:
+                results.append(idx.add(cat, existing=existing))
+                results[-1].write(out)
+            else:
+                # encode ahead in a background thread, except for image runs (their encoding
+                # stops cleanly on Ctrl-C only in the main thread)
+                ahead = not cat.columns.get("image") or kw.get("images") == "off"
+                for res in idx.add_batches(cat.batches(batch_size), existing=existing, ahead=ahead):
                     results.append(res)
-                    if len(parts) > 1:
-                        s = res.stats
+                    # the outputs are rewritten after every batch: what is committed is on disk
+                    AddResult.combine(results, idx.registry).write(out)
+                    s = res.stats
+                    if not s.get("committed"):
+                        typer.echo(f"skipped {s.get('n_skipped_existing', 0)} items, all indexed already", err=True)
+                    else:
                         typer.echo(f"batch {res.batch}: {s.get('n_items', 0)} items, {s.get('n_joined_existing', 0)} joined "
                                    f"existing clusters, {s.get('n_new_clusters', 0)} new clusters; "
                                    f"{s.get('total_seconds', 0.0):.1f} s", err=True)
-            finally:
-                if results:  # what was committed is written even when a later batch fails
-                    AddResult.combine(results, idx.registry).write(out)
     except (ItemrepError, ValueError, OSError) as e:
-        done = (f" (batches {results[0].batch}-{results[-1].batch} were committed and written to {out}; "
-                f"re-run with --existing skip to add the rest)") if results else ""
-        _fail(str(e) + done)
+        done = [r.batch for r in results if r.stats.get("committed")]
+        _fail(str(e) + (f" (batches {done[0]}-{done[-1]} were committed and their items written to {out}; "
+                        f"re-run with --existing skip and another --out to add the rest)" if done else ""))
     res = AddResult.combine(results, None) if len(results) > 1 else results[0]
     s = res.stats
     if not s.get("committed"):
         typer.echo(f"nothing to add: all {s['n_skipped_existing']} items are indexed already; wrote {out}", err=True)
         return
-    typer.echo(f"batch {res.batch}: {s['n_items']} items, {s['n_joined_existing']} joined existing clusters, "
+    done = [r.batch for r in results if r.stats.get("committed")]
+    which = f"batch {res.batch}" if len(done) <= 1 else f"batches {done[0]}-{done[-1]}"
+    typer.echo(f"{which}: {s['n_items']} items, {s['n_joined_existing']} joined existing clusters, "
                f"{s['n_items_in_new_clusters']} in {s['n_new_clusters']} new clusters, {s['n_merges']} merges"
                + (f", {s['n_skipped_existing']} skipped (indexed already)" if s["n_skipped_existing"] else "")
                + f"; {s['total_seconds']:.1f} s", err=True)

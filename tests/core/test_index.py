@@ -151,7 +151,7 @@ def test_add_batches_stops_at_a_refused_batch(index_copy):
                 done.append(r.batch)
         assert done == [2] and idx.generation == 2 and idx.n_rows == 35
         res = list(idx.add_batches(parts[1:], existing="skip"))
-        assert [r.stats["n_items"] for r in res] == [1, 3] and [r.stats["encode_overlapped"] for r in res] == [False, True]
+        assert [r.stats["n_items"] for r in res] == [1, 3] and [r.stats["encode_overlapped"] for r in res] == [True, True]
 
 
 def test_lookup_writes_nothing_and_agrees_with_add(index_copy):
@@ -350,6 +350,24 @@ def test_bridge_merge_keeps_the_older_id_and_logs_the_alias(tmp_path):
         look = idx.lookup(_cat({"b2": "blue cotton shirts loose", "b9": "blue cotton shirt loose"})).set_index("item_id")
         assert look.loc["b2", "cluster_id"] == ca and look.loc["b9", "cluster_id"] == ca
         assert look.loc["b2", "match"] == "indexed" and look.loc["b9", "match"] == "existing"
+
+
+def test_combined_batches_show_live_ids_after_a_later_merge(tmp_path):
+    """add_batches of B then X (X merges B into A): the combined output gives B's rows the
+    survivor's id and representative, and a NaN score (their score was to B's representative)."""
+    from itemrep.dedup.index import AddResult
+
+    idx = ClusterIndex.build(_cat(A), ToyModel(), tmp_path / "toy", tau_merge=0.88)
+    with idx:
+        res = list(idx.add_batches([_cat(B), _cat(X)]))
+        assert [r.batch for r in res] == [2, 3] and res[1].stats["n_merges"] == 1
+        ca = idx.assignments().set_index("item_id").loc["a1", "cluster_id"]
+        comb = AddResult.combine(res, idx.registry)
+    cl = comb.clusters.set_index("item_id")
+    assert set(cl["cluster_id"]) == {ca} and (cl.loc[["b1", "b2"], "representative_id"] == "a1").all()
+    assert cl.loc[["b1", "b2"], "score"].isna().all() and cl.loc["x", "score"] > 0.87
+    assert cl["score"].dtype == np.float32 and comb.batch == 3 and comb.stats["n_merges"] == 1
+    assert [b["batch"] for b in comb.stats["batches"]] == [2, 3]
 
 
 def test_bridge_below_tau_merge_does_not_merge(tmp_path):

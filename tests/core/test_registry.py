@@ -77,7 +77,9 @@ def test_merge_clusters_moves_items_sizes_and_aliases(reg):
     with reg.transaction():
         reg.merge_clusters([("cB", "cA"), ("cA", "cC")])  # B into A, then A (with B's items) into C
     assert reg.resolve(["cA", "cB", "cC"]) == ["cC", "cC", "cC"]
-    assert set(reg.get_clusters(["a1", "b2", "c1"], resolve=False).values()) == {"cC"}
+    # item rows keep the id they were assigned; resolved they are all in C
+    assert reg.get_clusters(["a1", "b2", "c1"], resolve=False) == {"a1": "cA", "b2": "cB", "c1": "cC"}
+    assert set(reg.get_clusters(["a1", "b2", "c1"]).values()) == {"cC"}
     info = reg.clusters_info().set_index("cluster_id")
     assert info["size"].to_dict() == {"cA": 0, "cB": 0, "cC": 6}
     assert info.loc["cB", "alias_of"] == "cC" and info.loc["cA", "alias_of"] == "cC"  # chains stay one step long
@@ -161,7 +163,7 @@ def test_sqlite_errors_name_the_path(tmp_path):
     con.execute("INSERT INTO meta VALUES ('format', '99')")
     con.commit()
     con.close()
-    with pytest.raises(RegistryError, match=r"other\.sqlite: registry format 99, this itemrep reads format 1"):
+    with pytest.raises(RegistryError, match=r"other\.sqlite: registry format 99, this itemrep reads formats 1 and 2"):
         SQLiteRegistry(bad)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(os.urandom(4096))
@@ -196,3 +198,34 @@ def test_items_frame_and_sizes(reg):
     df = reg.items_frame(batch=1)
     assert isinstance(df, pd.DataFrame) and len(df) == 6 and set(df["cluster_id"]) == {"cA", "cB", "cC"}
     assert len(reg.items_frame(batch=7)) == 0
+
+
+def test_format_1_registry_is_upgraded_by_a_writer(tmp_path):
+    """A format-1 file (item rows rewritten on merges, items.cluster_id indexed) reads the same;
+    the first write transaction drops the index and marks it format 2; an unknown format is
+    refused by name."""
+    p = tmp_path / "reg.sqlite"
+    r = SQLiteRegistry(p)
+    _seed(r)
+    r.close()
+    con = sqlite3.connect(p)
+    con.execute("CREATE INDEX items_cluster ON items(cluster_id)")
+    con.execute("UPDATE meta SET value='1' WHERE key='format'")
+    con.commit()
+    con.close()
+    ro = SQLiteRegistry(p, readonly=True)
+    assert ro.get_clusters(["a2"]) == {"a2": "cA"} and ro.get_meta("format") == "1"
+    ro.close()
+    rw = SQLiteRegistry(p)
+    assert rw.get_meta("format") == "1" and rw.get_clusters(["b2"]) == {"b2": "cB"}  # opening writes nothing
+    with rw.transaction():
+        rw.set_generation(2)
+    assert rw.get_meta("format") == "2"  # the first write transaction upgrades
+    rw.close()
+    con = sqlite3.connect(p)
+    assert con.execute("SELECT name FROM sqlite_master WHERE type='index' AND name='items_cluster'").fetchone() is None
+    con.execute("UPDATE meta SET value='9' WHERE key='format'")
+    con.commit()
+    con.close()
+    with pytest.raises(RegistryError, match="registry format 9"):
+        SQLiteRegistry(p)

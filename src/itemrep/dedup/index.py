@@ -391,9 +391,12 @@ class AddResult:
     @classmethod
     def combine(cls, results: Sequence["AddResult"], registry: ClusterRegistry | None = None) -> "AddResult":
         """One result for consecutive batches (:meth:`ClusterIndex.add_batches`): their rows and
-        change-log rows concatenated; cluster ids resolved to the live ids in ``registry`` (a later
-        batch may have merged an earlier one's cluster) when it is given; ``batch`` the last one;
-        counts and seconds summed over the batches, the per-batch stats under ``"batches"``.
+        change-log rows concatenated; ``batch`` the last committed one; counts and seconds summed
+        over the batches, the per-batch stats under ``"batches"``.
+
+        With ``registry``, cluster ids are resolved to the live ids: a row whose cluster a later
+        batch merged into another gets the survivor's id and representative, and its ``score``
+        (to the old representative) becomes NaN (``itemrep explain`` scores any pair).
 
         Raises:
             ValueError: no result.
@@ -402,29 +405,47 @@ class AddResult:
             raise ValueError("combine needs at least one AddResult")
         if len(results) == 1 and registry is None:
             return results[0]
-        cl = pd.concat([r.clusters for r in results], ignore_index=True)
+        parts = [r.clusters for r in results if len(r.clusters)] or [results[0].clusters]
+        cl = pd.concat(parts, ignore_index=True)
         if registry is not None and len(cl):
             u = cl["cluster_id"].unique().tolist()
-            cl["cluster_id"] = cl["cluster_id"].map(dict(zip(u, registry.resolve(u))))
-        ch = pd.concat([r.changes for r in results], ignore_index=True) if len(results) > 1 else results[0].changes
+            live = dict(zip(u, registry.resolve(u)))
+            moved = cl["cluster_id"].map(lambda c: live[c] != c).to_numpy(bool)
+            if moved.any():
+                cl["cluster_id"] = cl["cluster_id"].map(live)
+                reps = registry.describe_clusters(cl.loc[moved, "cluster_id"].unique().tolist())
+                cl.loc[moved, "representative_id"] = cl.loc[moved, "cluster_id"].map(lambda c: reps[c][0])
+                cl.loc[moved, "score"] = np.nan
+        if len(cl):
+            cl["score"] = cl["score"].astype(np.float32)
+        ch_parts = [r.changes for r in results if len(r.changes)] or [results[0].changes]
+        ch = pd.concat(ch_parts, ignore_index=True) if len(ch_parts) > 1 else ch_parts[0]
         stats: dict = {}
         for r in results:
             for k, v in r.stats.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "generation":
                     stats[k] = round(stats.get(k, 0) + v, 3) if isinstance(v, float) else stats.get(k, 0) + v
-        stats["committed"] = any(r.stats.get("committed") for r in results)
-        stats["generation"] = results[-1].batch
+        committed = [r for r in results if r.stats.get("committed")]
+        stats["committed"] = bool(committed)
+        batch = committed[-1].batch if committed else results[-1].batch
+        stats["generation"] = batch
         if len(results) > 1:
             stats["batches"] = [{"batch": r.batch, **r.stats} for r in results]
-        return cls(batch=results[-1].batch, clusters=cl, changes=ch, stats=stats)
+        return cls(batch=batch, clusters=cl, changes=ch, stats=stats)
 
     def write(self, out_dir: str | Path) -> None:
-        """Write ``clusters.parquet``, ``changes.parquet`` and ``run.json`` into ``out_dir`` (created)."""
+        """Write ``clusters.parquet``, ``changes.parquet`` and ``run.json`` into ``out_dir`` (created).
+        Each file is written under a temporary name and renamed, so a reader (or a run killed
+        mid-write) sees the previous version or the new one, never half a file."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.clusters.to_parquet(out / "clusters.parquet", index=False)
-        self.changes.to_parquet(out / "changes.parquet", index=False)
-        (out / "run.json").write_text(json.dumps({"batch": self.batch, **self.stats}, indent=2, default=str))
+        writers = {"clusters.parquet": lambda p: self.clusters.to_parquet(p, index=False),
+                   "changes.parquet": lambda p: self.changes.to_parquet(p, index=False),
+                   "run.json": lambda p: p.write_text(json.dumps({"batch": self.batch, **self.stats}, indent=2, default=str))}
+        for name, write in writers.items():
+            tmp = out / f".{name}.tmp"
+            write(tmp)
+            os.replace(tmp, out / name)
 
 
 def _changes_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -521,6 +542,8 @@ class ClusterIndex:
                 never committed, or the model cannot be loaded (the message names the path).
         """
         d = Path(index_dir)
+        if nprobe is not None and int(nprobe) < 1:
+            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
         if not d.is_dir():
             raise IndexDirError(f"{d}: index directory not found; create it with `itemrep index build CATALOG --index {d}`")
         p = d / INDEX_FILE
@@ -1094,7 +1117,7 @@ class ClusterIndex:
         """
         return self._add(catalog, existing, None)
 
-    def add_batches(self, catalogs: Iterable[Catalog], existing: str = "error") -> Iterator[AddResult]:
+    def add_batches(self, catalogs: Iterable[Catalog], existing: str = "error", ahead: bool = True) -> Iterator[AddResult]:
         """Add several batches in turn, each exactly as :meth:`add` would (its own generation,
         transaction, ids and change-log rows; the same results as calling :meth:`add` on each),
         while the next batch is encoded in a background thread: concept extraction runs in the
@@ -1104,10 +1127,13 @@ class ClusterIndex:
             catalogs: the batches, in order (e.g. :meth:`Catalog.batches
                 <itemrep.catalog.Catalog.batches>` of one big catalog).
             existing: as in :meth:`add`, checked per batch against the index as it is then.
+            ahead: encode the next batch in the background (False: one :meth:`add` after the
+                other, e.g. for image runs, whose encoding stops cleanly on Ctrl-C only in the main
+                thread).
 
         Yields:
-            one :class:`AddResult` per committed batch (``stats["encode_overlapped"]`` is true for a
-            batch that was encoded ahead).
+            one :class:`AddResult` per batch (``stats["encode_overlapped"]`` is true for a batch
+            that was encoded ahead).
 
         Raises:
             as :meth:`add`. The batches committed before an error stay committed; the failing
@@ -1117,21 +1143,33 @@ class ClusterIndex:
 
         if existing not in ("error", "skip"):
             raise ValueError(f"existing must be 'error' or 'skip'; got {existing!r}")
+        if not ahead:
+            for cat in catalogs:
+                yield self._add(cat, existing, None)
+            return
         keep = getattr(self.model, "keep_workers", None)
         if callable(keep):
             keep()
         it = iter(catalogs)
 
         def encode(cat: Catalog):
-            cat = _sorted_by_id(cat)
             return cat, self.model.transform(cat)
 
         pending = []
         with ThreadPoolExecutor(1, thread_name_prefix="itemrep-encode") as ex:
             def submit(cat):
-                f = ex.submit(encode, cat) if cat is not None and len(cat) else None
-                if f is not None:
-                    pending.append(f)
+                """Encode ahead what ``_add`` will encode if the index does not change meanwhile:
+                the batch in id order, without the ids indexed already (checked here, in the
+                thread that owns the registry; ``_add`` checks again and re-encodes on a change)."""
+                if cat is None or not len(cat):
+                    return None
+                known = self.registry.get_clusters(cat.ids, resolve=True)
+                if known:
+                    cat = cat.subset([k for k, x in enumerate(cat.ids) if x not in known])
+                if not len(cat):
+                    return None
+                f = ex.submit(encode, _sorted_by_id(cat))
+                pending.append(f)
                 return f
 
             try:
@@ -1179,9 +1217,13 @@ class ClusterIndex:
             if callable(keep):  # an index adds batch after batch: reuse the extraction workers
                 keep()
             t1 = time.perf_counter()
-            if ahead is not None and not n_skipped:
-                catalog, enc = ahead.result()  # encoded while the previous batch was planned and committed
-            else:
+            used = False
+            if ahead is not None:
+                done_cat, done_enc = ahead.result()  # encoded while the previous batch was planned and committed
+                # (waited for even when unusable: two encodes must never run at once)
+                if list(done_cat.ids) == list(catalog.ids):
+                    catalog, enc, used = done_cat, done_enc, True
+            if not used:
                 enc = self.model.transform(catalog)
             t_enc = time.perf_counter() - t1
             plan = self._plan(enc, batch)
@@ -1249,7 +1291,7 @@ class ClusterIndex:
             live = dict(zip(cl["cluster_id"].unique(), self.registry.resolve(list(cl["cluster_id"].unique()))))
             cl["cluster_id"] = cl["cluster_id"].map(live)
         stats = {**plan.stats, "n_skipped_existing": n_skipped, "committed": True, "generation": batch,
-                 "encode_seconds": round(t_enc, 3), "encode_overlapped": bool(ahead is not None and not n_skipped),
+                 "encode_seconds": round(t_enc, 3), "encode_overlapped": used,
                  "write_commit_seconds": round(t_commit, 3),
                  "total_seconds": round(time.perf_counter() - t0, 3),
                  "failed_items": len({f.item_id for f in getattr(enc, "failures", [])})}

@@ -302,6 +302,14 @@ def _close_kept(owner: int) -> None:
         slot["pool"].join()
 
 
+def _ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C reaches the whole process group; the parent handles it (rolls back,
+    stops the pool), so a worker must not die mid-task and leave the parent waiting for its result."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _worker_items(items):
     """Task of a kept pool (:meth:`FITRep.keep_workers`): the items come pickled, the stages were inherited at fork."""
     return encode_batch(_WORK["extractor"], _WORK["encoder"], items)
@@ -496,7 +504,7 @@ class FITRep:
                 else:
                     _WORK.update(extractor=extractor, encoder=encoder, items=items)
                     try:
-                        with mp.get_context("fork").Pool(jobs) as pool:
+                        with mp.get_context("fork").Pool(jobs, initializer=_ignore_sigint) as pool:
                             for (s, e), res in zip(bounds, pool.imap(_worker, bounds)):
                                 self._collect(res, tables, raws, keys, failures, ex_stats, on_raw)
                                 step(e - s)
@@ -542,7 +550,7 @@ class FITRep:
                 slot["pool"].join()
             _WORK.update(extractor=extractor, encoder=encoder)
             try:
-                slot["pool"] = mp.get_context("fork").Pool(jobs)
+                slot["pool"] = mp.get_context("fork").Pool(jobs, initializer=_ignore_sigint)
             finally:
                 _WORK.clear()
             slot["key"] = key

@@ -122,6 +122,20 @@ class HashedTfidfEncoder:
             hv = self._hv = self._make_hasher()
         return hv
 
+    def _hash(self, docs: list[str]) -> sp.csr_matrix:
+        """``HashingVectorizer.transform(docs)`` (norm None, not binary) without its per-call set-up:
+        the analyzer and the ``FeatureHasher`` it builds on every call are built once here (a
+        one-item lookup hashes 11 slots: ~0.15 ms each saved)."""
+        parts = self.__dict__.get("_hash_parts")
+        if parts is None:
+            from sklearn.feature_extraction import FeatureHasher
+
+            hv = self._hasher()
+            parts = self._hash_parts = (hv.build_analyzer(), FeatureHasher(
+                n_features=hv.n_features, input_type="string", dtype=hv.dtype, alternate_sign=hv.alternate_sign))
+        analyzer, fh = parts
+        return sp.csr_matrix(fh.transform(analyzer(d) for d in docs))
+
     def _make_hasher(self):
         from sklearn.feature_extraction.text import HashingVectorizer
 
@@ -147,7 +161,7 @@ class HashedTfidfEncoder:
         if self.analyzer != "char_wb":  # hash each distinct document once (slot values repeat: brands, colours)
             uniq: dict[str, int] = {}
             inv = np.fromiter((uniq.setdefault(d, len(uniq)) for d in docs), dtype=np.int64, count=len(docs))
-            m = self._hasher().transform(list(uniq)).tocsr()
+            m = self._hash(list(uniq))
             m.sort_indices()
             return m if len(uniq) == len(docs) else m[inv]  # all distinct: inv is 0..N-1 already
         words = [d.split() for d in docs]
@@ -159,7 +173,7 @@ class HashedTfidfEncoder:
         np.cumsum([len(ws) for ws in words], out=indptr[1:])
         d = sp.csr_matrix((np.ones(len(flat), dtype=np.float32), np.asarray(flat, dtype=np.int64), indptr),
                           shape=(len(docs), len(vocab)))
-        w = self._hasher().transform(list(vocab)).tocsr()  # a word alone: a document with exactly its n-grams
+        w = self._hash(list(vocab))  # a word alone: a document with exactly its n-grams
         m = (d @ w).tocsr().astype(np.float32, copy=False)
         m.sum_duplicates()
         m.sort_indices()
