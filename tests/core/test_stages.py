@@ -178,6 +178,13 @@ def test_hashed_counts_equal_sklearn_hashing_vectorizer(analyzer, ngram):
     assert np.array_equal(got.indptr, ref.indptr) and np.array_equal(got.indices, ref.indices)
     assert np.array_equal(got.data, ref.data)
     assert enc.counts([]).shape == (0, enc.n_features)
+    # one or a few documents take the small-input path (terms hashed one by one): same rows
+    for k, t in enumerate(texts[:60] + texts[-9:]):
+        one = enc.counts([t])
+        r = ref[texts.index(t)]
+        assert np.array_equal(one.indices, r.indices) and np.array_equal(one.data, r.data), (k, t)
+    few = enc.counts(texts[-9:-2])
+    assert (few != ref[len(texts) - 9:len(texts) - 2]).nnz == 0
 
 
 def test_kept_workers_give_the_same_rows_and_stop_on_close(cat):
