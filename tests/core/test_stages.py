@@ -2,6 +2,7 @@
 that are all there or none; chunked and parallel runs give the same answer."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,18 @@ def test_kept_workers_give_the_same_rows_and_stop_on_close(cat):
     for got in (a, b):
         assert list(got.ids) == list(ref.ids)
         np.testing.assert_array_equal(got.vectors, ref.vectors)
+
+
+def test_no_worker_processes_with_a_dense_text_encoder():
+    """A dense text encoder (torch, threads) runs in the one process: forked copies of a process
+    that has used torch can deadlock (seen with a sentence-transformers slot on 17k items)."""
+    from itemrep.dedup.pipeline import FITRep, default_extractor
+    from itemrep.dedup.slots import SlotEncoder
+
+    class Dense:
+        def encode(self, texts):
+            return np.ones((len(texts), 4), np.float32)
+
+    m, ex = FITRep(), default_extractor()
+    assert m._n_jobs(ex, 20_000, SlotEncoder()) == 2 or (os.cpu_count() or 1) < 2
+    assert m._n_jobs(ex, 20_000, SlotEncoder(dense_encoder=Dense())) == 1

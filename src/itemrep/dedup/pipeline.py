@@ -467,9 +467,14 @@ class FITRep:
             return False
         return True
 
-    def _n_jobs(self, extractor: ConceptExtractor, n: int) -> int:
-        """Worker processes: the given ``n_jobs``, else up to 2 cores from 10,000 items (below, forking costs more than it saves)."""
+    def _n_jobs(self, extractor: ConceptExtractor, n: int, encoder: SlotEncoder | None = None) -> int:
+        """Worker processes: the given ``n_jobs``, else up to 2 cores from 10,000 items (below,
+        forking costs more than it saves). One process when the slot encoder has a dense text
+        encoder: a forked copy of a process that has run torch (or any threaded runtime) can
+        deadlock in its first call, and such an encoder uses the cores itself."""
         if not getattr(extractor, "parallel_safe", False) or n < 2:
+            return 1
+        if encoder is not None and getattr(encoder, "dense_encoder", None) is not None:
             return 1
         if self.n_jobs is not None:
             return max(1, int(self.n_jobs))
@@ -486,7 +491,7 @@ class FITRep:
         n = len(items)
         if use_images:
             return self._extract_raw_images(items, encoder, extractor, timer, prog, stats)
-        jobs = self._n_jobs(extractor, n)
+        jobs = self._n_jobs(extractor, n, encoder)
         # with workers, at least 4 chunks per worker so both cores stay busy to the end
         size = self.chunk_size if jobs == 1 else max(1, min(self.chunk_size, -(-n // (4 * jobs))))
         bounds = [(s, min(n, s + size)) for s in range(0, n, size)]
