@@ -213,7 +213,7 @@ def select_tau(model: FITRep, select: Catalog, max_widen: int = 6) -> tuple[floa
 POOL = "τ chosen inside the fit+select pool"
 
 
-def fitrep_variants(no_ablations: bool) -> list[tuple[str, dict, bool]]:
+def fitrep_variants(no_ablations: bool, st_model: Path | None = None) -> list[tuple[str, dict, bool]]:
     """(name, FITRep keyword arguments, learn α). Keys starting with ``_`` steer the protocol:
     ``_tune="pool"`` chooses τ (and ``_nn``: the nearest-neighbour threshold) with
     ``FITRep.tune`` on the fit + select catalog, F1 counted on the select items only, so the
@@ -223,6 +223,9 @@ def fitrep_variants(no_ablations: bool) -> list[tuple[str, dict, bool]]:
                 (f"FITRep + nearest-neighbour rule, {POOL}", {"_tune": "pool", "_nn": True}, True),
                 (f"FITRep + neighbourhood blending (1 round), {POOL}", {"_tune": "pool", "blend_rounds": 1}, True),
                 (f"FITRep + mutual-neighbour filter (m chosen on select), {POOL}", {"_tune": "pool", "_mutual": (2, 3, 5)}, True)]
+    if st_model is not None:  # a sentence model fine-tuned on the fit split (bench/finetune_text.py)
+        variants.append((f"FITRep + fine-tuned sentence slot ({Path(st_model).name}), {POOL}",
+                         {"_tune": "pool", "text_encoder": f"st:{st_model}"}, True))
     if not no_ablations:
         variants += [("FITRep, uniform α", {"fusion": "uniform"}, False),
                      ("FITRep, no SPDR (reducer none)", {"reducer": "none"}, True),
@@ -291,7 +294,7 @@ def run_split(cat: Catalog, seed: int, args) -> tuple[list[dict], list[dict]]:
         if b.name == UNION:
             in_pool(b.name, thr, alone, b.predict)
 
-    for name, kw, learn in fitrep_variants(args.no_ablations):
+    for name, kw, learn in fitrep_variants(args.no_ablations, args.st_model):
         if args.only and name not in args.only:
             continue
         model = make_fitrep(kw)
@@ -378,6 +381,9 @@ def main(argv=None) -> int:
                     help="split the baselines' thresholds are tuned on (default fit+select; 'select' tunes them on the same"
                          " pool FITRep's τ is chosen on)")
     ap.add_argument("--only", nargs="*", help="run only the FITRep variants with these exact names, e.g. FITRep \"FITRep, uniform α\"")
+    ap.add_argument("--st-model", type=Path, default=None,
+                    help="also run FITRep with this sentence-transformers model as the primary_sem slot "
+                         "(fine-tuned on the fit split only: bench/finetune_text.py)")
     ap.add_argument("--json", type=Path, help="also write the rows (report and pool tables, per seed) as JSON here")
     args = ap.parse_args(argv)
     cat = load_shopee(args.quick)
