@@ -189,7 +189,7 @@ def _add_recall(index_dir: Path, sample: pd.DataFrame, nprobes: list[int]) -> di
     try:
         enc = idx.model.transform(_catalog(sample, None))
         k = idx.k
-        segs = [index_dir / "segments" / f"g{int(g):08d}" for g, _ in idx.manifest["segments"]]  # index layout (module docs)
+        segs = idx.segment_dirs()
         x = np.concatenate([np.load(d / "vectors.npy") for d in segs])
         ids = np.concatenate([pd.read_parquet(d / "ids.parquet", columns=["item_id"])["item_id"].to_numpy(object) for d in segs])
         _, nn = faiss.knn(np.ascontiguousarray(enc.vectors), x, k, metric=faiss.METRIC_INNER_PRODUCT)

@@ -514,9 +514,7 @@ class ClusterIndex:
         self.k = int(_model_param(model, "k", 10))
         self.tau_merge = float(meta.get("tau_merge") or self.tau + 0.1)
         self.snapshot_fraction = float(meta.get("snapshot_fraction", 0.25))
-        self.nprobe = int(nprobe if nprobe is not None else meta.get("add_nprobe", ADD_NPROBE))
-        if self.nprobe < 1:
-            raise ValueError(f"nprobe must be >= 1, got {self.nprobe}")
+        self.nprobe = int(ADD_NPROBE if nprobe is None else nprobe)  # checked by open()
         self._score = _score_fn(model)
         self._clusterer = _clusterer_of(model)
         self._load_state()
@@ -754,8 +752,7 @@ class ClusterIndex:
         self.manifest = man
         ids, keys, segs, assigned = [], [], [], []
         off = 0
-        for gen, n in man.get("segments", []):
-            sd = self.index_dir / "segments" / _gen_name(gen)
+        for (gen, n), sd in zip(man.get("segments", []), self.segment_dirs()):
             try:
                 t = pd.read_parquet(sd / "ids.parquet")
                 slots = SlotSet.load(sd, "slots", mmap=True)
@@ -790,6 +787,11 @@ class ClusterIndex:
         if search.ntotal != off:
             raise IndexDirError(f"{sdir}: FAISS index has {search.ntotal} rows, the segments {off}; rebuild the index")
         self._search = search
+
+    def segment_dirs(self) -> list[Path]:
+        """The committed segment directories (each holds ``ids.parquet``, ``vectors.npy`` and the
+        slot rows of one batch), in row order: their rows concatenated are the index's rows."""
+        return [self.index_dir / "segments" / _gen_name(gen) for gen, _ in self.manifest.get("segments", [])]
 
     @property
     def n_rows(self) -> int:
@@ -1147,9 +1149,7 @@ class ClusterIndex:
             for cat in catalogs:
                 yield self._add(cat, existing, None)
             return
-        keep = getattr(self.model, "keep_workers", None)
-        if callable(keep):
-            keep()
+        self._keep_workers()
         it = iter(catalogs)
 
         def encode(cat: Catalog):
@@ -1163,9 +1163,7 @@ class ClusterIndex:
                 thread that owns the registry; ``_add`` checks again and re-encodes on a change)."""
                 if cat is None or not len(cat):
                     return None
-                known = self.registry.get_clusters(cat.ids, resolve=True)
-                if known:
-                    cat = cat.subset([k for k, x in enumerate(cat.ids) if x not in known])
+                cat, _ = self._without_indexed(cat)
                 if not len(cat):
                     return None
                 f = ex.submit(encode, _sorted_by_id(cat))
@@ -1185,6 +1183,19 @@ class ClusterIndex:
                 for f in pending:  # an error or an abandoned generator: encode nothing more
                     f.cancel()
 
+    def _keep_workers(self) -> None:
+        """An index adds batch after batch: keep the model's extraction workers between calls."""
+        keep = getattr(self.model, "keep_workers", None)
+        if callable(keep):
+            keep()
+
+    def _without_indexed(self, catalog: Catalog) -> tuple[Catalog, dict[str, str]]:
+        """``(catalog without the items indexed already, {indexed item id: live cluster id})``."""
+        known = self.registry.get_clusters(catalog.ids, resolve=True)
+        if known:
+            catalog = catalog.subset([k for k, x in enumerate(catalog.ids) if x not in known])
+        return catalog, known
+
     def _add(self, catalog: Catalog, existing: str, ahead) -> AddResult:
         """:meth:`add`; ``ahead``: a future of ``(sorted catalog, its encoding)`` computed in advance
         (used when no item of the batch turns out to be indexed already), or None."""
@@ -1197,25 +1208,20 @@ class ClusterIndex:
             if self.registry.generation != self.generation:  # another process added a batch since we loaded
                 self._load_state()
             self._clean_uncommitted(self.index_dir, self.generation)
-            known = self.registry.get_clusters(catalog.ids, resolve=True)
-            n_skipped = 0
-            if known:
-                if existing == "error":
-                    first = sorted(known)[0]
-                    raise IndexDirError(f"item {first!r} is already in the index {self.index_dir} (cluster {known[first]}); "
-                                        f"{len(known)} of the {len(catalog)} items are. Ids are assigned once: remove them "
-                                        "from the batch or pass --existing skip")
-                catalog = catalog.subset([k for k, x in enumerate(catalog.ids) if x not in known])
-                n_skipped = len(known)
+            rest, known = self._without_indexed(catalog)
+            if known and existing == "error":
+                first = sorted(known)[0]
+                raise IndexDirError(f"item {first!r} is already in the index {self.index_dir} (cluster {known[first]}); "
+                                    f"{len(known)} of the {len(catalog)} items are. Ids are assigned once: remove them "
+                                    "from the batch or pass --existing skip")
+            catalog, n_skipped = rest, len(known)
             batch = self.generation + 1
             if len(catalog) == 0:
                 return AddResult(batch=self.generation, clusters=pd.DataFrame(columns=ADD_COLUMNS),
                                  changes=_changes_frame(pd.DataFrame(columns=CHANGE_COLUMNS)),
                                  stats={"n_items": 0, "n_skipped_existing": n_skipped, "committed": False})
             catalog = _sorted_by_id(catalog)
-            keep = getattr(self.model, "keep_workers", None)
-            if callable(keep):  # an index adds batch after batch: reuse the extraction workers
-                keep()
+            self._keep_workers()
             t1 = time.perf_counter()
             used = False
             if ahead is not None:

@@ -317,20 +317,18 @@ class SQLiteRegistry(ClusterRegistry):
             fmt = self._con.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         except sqlite3.DatabaseError as e:
             raise RegistryError(f"{self.path}: not an itemrep registry database ({e})") from None
+        # format 1 rewrote item rows on merges (so they hold live ids, which read the same here)
+        # and indexed items.cluster_id; the first write transaction drops that index and moves
+        # the file to format 2 (a reader never changes the file)
+        self._upgrade = fmt is not None and int(fmt[0]) == 1
         if fmt is None and not readonly:
             self._con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (str(REGISTRY_FORMAT),))
-        elif fmt is not None and int(fmt[0]) == 1:
-            # format 1 rewrote item rows on merges (so they hold live ids, which read the same
-            # here) and indexed items.cluster_id; the first write transaction drops that index and
-            # moves the file to format 2 (a reader never changes the file)
-            self._upgrade = True
-        elif fmt is not None and int(fmt[0]) != REGISTRY_FORMAT:
+        elif fmt is not None and int(fmt[0]) not in (1, REGISTRY_FORMAT):
             self._con.close()
             raise RegistryError(f"{self.path}: registry format {fmt[0]}, this itemrep reads formats 1 and {REGISTRY_FORMAT}; "
                                 "use the itemrep version that wrote it, or rebuild the index")
         self._tx = False
         self.readonly = readonly
-        self._upgrade = getattr(self, "_upgrade", False)
 
     # transactions
     def begin(self) -> None:
