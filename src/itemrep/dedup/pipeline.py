@@ -591,21 +591,22 @@ class FITRep:
         raw = encoder.count(concepts, phashes, external=dict(res.slots))
         return concepts_table(hier), [raw], _keys(concepts, phashes, items), failures
 
+    def _fuse(self, part: SlotSet, fusion: AttentionFusion, names: Sequence[str]) -> np.ndarray:
+        """z = ⊕ √α_k c_k of the slot rows ``part`` over the weighted slots ``names`` (dense views)."""
+        return fusion.transform(self.slot_encoder_.dense_views(part, names), part)
+
     def _chunk_vectors(self, part: SlotSet, fusion: AttentionFusion, reducer) -> np.ndarray:
         """float32 (n, d) reduced fused vectors of the slot rows ``part`` (fitted stages)."""
-        views = self.slot_encoder_.dense_views(part, fusion.weighted_slots(part))
-        return np.asarray(reducer.transform(fusion.transform(views, part)), dtype=np.float32)
+        return np.asarray(reducer.transform(self._fuse(part, fusion, fusion.weighted_slots(part))), dtype=np.float32)
 
     def _fused_vectors(self, slots: SlotSet, fusion: AttentionFusion, reducer, fit: bool, ids_sorted: np.ndarray,
                        timer: StageTimer, prog: Progress) -> np.ndarray:
         """Dense views of the weighted slots -> z = ⊕ √α_k c_k -> SPDR, chunk by chunk."""
-        enc = self.slot_encoder_
         names = fusion.weighted_slots(slots)
         n = slots.n_items
 
         def fuse_rows(rows: np.ndarray) -> np.ndarray:
-            part = slots if len(rows) == n else slots.take(rows)  # a single chunk: no copy
-            return fusion.transform(enc.dense_views(part, names), part)
+            return self._fuse(slots if len(rows) == n else slots.take(rows), fusion, names)  # a single chunk: no copy
 
         with timer.stage("fuse"):
             if fit:
