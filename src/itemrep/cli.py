@@ -134,7 +134,7 @@ def fit(
     llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
     select: Optional[Path] = typer.Option(None, "--select", help="A second labelled catalog (other groups, same columns) on which τ is chosen after α is fitted on CATALOG: the select split of a fit / select / report protocol. τ is chosen inside the pool of both catalogs (F1 on the --select items), so it holds in large catalogs."),
-    nn_rule: bool = typer.Option(False, "--nn-rule", help="Also choose a nearest-neighbour threshold on --select (every item keeps its best candidate above it). Only for catalogs where most items have a duplicate."),
+    nn_rule: str = typer.Option("auto", "--nn-rule", help="Nearest-neighbour rule (every item keeps its best candidate when that pair scores at least the fitted pair-decision point τ_logistic): auto = applied on catalogs where at least 40 % of the items already have an edge ≥ τ; on = always; off = never; select = threshold chosen on --select (0.20..0.45), always applied. Measured: docs/dedup.md."),
     blend_rounds: int = typer.Option(0, "--blend-rounds", min=0, max=5, help="Rounds of neighbourhood blending of the slot vectors (0 = off; measured gain on Shopee: docs/dedup.md)."),
 ) -> None:
     """Learn slot weights α and the clustering threshold τ from a labelled catalog (--label-col), labelled pairs (--pairs), or both."""
@@ -144,8 +144,10 @@ def fit(
 
     try:
         a = dict(locals())
-        if nn_rule and select is None:
-            raise ValueError("--nn-rule needs --select: the rule's threshold is chosen on a second labelled catalog")
+        if nn_rule not in ("auto", "on", "off", "select"):
+            raise ValueError(f"--nn-rule must be auto, on, off or select; got {nn_rule!r}")
+        if nn_rule == "select" and select is None:
+            raise ValueError("--nn-rule select needs --select: the rule's threshold is chosen on a second labelled catalog")
         if label_col is None and pairs is None:
             raise ValueError("fit learns from --label-col (a group column), --pairs (labelled pairs) or both; give one")
         if select is not None and label_col is None:
@@ -159,7 +161,7 @@ def fit(
             sel, _ = _prepare(dict(a, catalog=select), model_dir)
             sel.require_labels("fit --select")
         m = FITRep(**kw, blend_rounds=blend_rounds)
-        m.fit(cat, **fit_kw)
+        m.fit(cat, **fit_kw, nn_rule="on" if nn_rule == "select" else nn_rule)
         if sel is not None:
             from itemrep.catalog import Catalog
 
@@ -170,12 +172,12 @@ def fit(
             # τ is chosen inside the pool of both catalogs, F1 counted on the --select items: a τ
             # chosen on a small pool is too loose for a large one (docs/dedup.md, pool size)
             pool = Catalog(items=list(cat.items) + list(sel.items), columns=dict(cat.columns))
-            nn_grid = [None] + ([round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if nn_rule else [])
+            nn_grid = ([None] + [round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)]) if nn_rule == "select" else None
             m.tune(pool, tau_grid=[round(float(x), 3) for x in np.arange(0.2, 0.8, 0.01)], nn_grid=nn_grid,
                    score_on=sel.ids)
             ti = m.tune_info_
             typer.echo(f"chosen on --select ({len(sel)} items, inside the pool of both catalogs): τ = {ti['tau']:.3f}"
-                       + (f", nearest-neighbour threshold {ti['nn_threshold']}" if nn_rule else "")
+                       + (f", nearest-neighbour threshold {ti['nn_threshold']}" if ti["nn_threshold"] is not None else "")
                        + f", select mean per-item F1 {ti['select_mean_item_f1']:.4f}", err=True)
         path = m.save(model_dir)
     except Interrupted as e:
@@ -327,7 +329,7 @@ def pairs_cmd(
     out: Path = typer.Option(..., "--out", help="Where to write scores.parquet (item_a, item_b, score, match, label when given, term_<feature>…)."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Catalog holding the items a pair table names (required for a pair table, refused for a wdc-pairs file)."),
     model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Model from `itemrep fit` (default: the built-in model fitted on the Shopee development split)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override τ: a pair is a match when its score is ≥ τ."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the pair threshold: a pair is a match when its score is ≥ it (default: the model's pair-decision point τ_logistic, the score where its logistic model gives P(duplicate) = 0.5; lower than the clustering τ)."),
     metrics_json: Optional[Path] = typer.Option(None, "--metrics-json", help="With labels: also write precision/recall/F1 (at τ and at the best τ on these pairs) to this JSON file."),
     fmt: str = typer.Option("auto", "--format", help="PAIRS format: auto (a file whose first line starts with 'COL ' is wdc-pairs), wdc or table."),
     id_col: Optional[str] = IdCol, title_col: Optional[str] = TitleCol, text_col: Optional[str] = TextCol,
@@ -420,7 +422,7 @@ def pairs_cmd(
                f"τ = {info['tau']:.3f}; failed items: {info['failed_items']}", err=True)
     if report is not None:
         r = report["at_tau"]
-        typer.echo(f"{'--threshold' if threshold is not None else 'model'} τ = {r['tau']:.3f}: "
+        typer.echo(f"{'--threshold' if threshold is not None else 'model pair-decision'} τ = {r['tau']:.3f}: "
                    f"P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f} "
                    f"({r['n_positive']} matching pairs of {r['n_pairs']})", err=True)
         if "at_best_tau" in report:

@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from itemrep.catalog import Catalog
 from itemrep.dedup.cluster import NearDuplicateClusterer
-from itemrep.dedup.pipeline import FITRep
+from itemrep.dedup.pipeline import NN_MIN_SHARE, FITRep
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.csv"
 
@@ -16,7 +17,8 @@ def _cat():
 
 
 def test_nn_rule_edges_are_written_and_explained(tmp_path):
-    strict = FITRep.default(images="off", progress=False, threshold=0.99)
+    strict = FITRep.default(images="off", progress=False, threshold=0.99,
+                            clusterer=NearDuplicateClusterer(threshold=0.99, k=10))  # the rule off
     base = strict.dedup(_cat())
     m = FITRep.default(images="off", progress=False, threshold=0.99,
                        clusterer=NearDuplicateClusterer(threshold=0.99, k=10, nn_threshold=0.3))
@@ -73,12 +75,45 @@ def test_fit_cli_with_select_and_nn_rule(tmp_path):
     df[df["label"].isin(groups[::2])].to_csv(tmp_path / "fit.csv", index=False)
     df[~df["label"].isin(groups[::2])].to_csv(tmp_path / "select.csv", index=False)
     r = CliRunner().invoke(app, ["fit", str(tmp_path / "fit.csv"), "--label-col", "label", "--model-dir", str(tmp_path / "m"),
-                                 "--select", str(tmp_path / "select.csv"), "--nn-rule", "--quiet"])
+                                 "--select", str(tmp_path / "select.csv"), "--nn-rule", "select", "--quiet"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "x"),
                                  "--select", str(EXAMPLE), "--quiet"])
     assert r.exit_code == 2 and "shares item ids" in r.output
     back = FITRep.load(tmp_path / "m")
     assert back.tune_info_ and back.tau == back.tune_info_["tau"]
-    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "n"), "--nn-rule"])
+    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "n"), "--nn-rule", "select"])
     assert r.exit_code == 2 and "--select" in r.output
+    r = CliRunner().invoke(app, ["fit", str(EXAMPLE), "--label-col", "label", "--model-dir", str(tmp_path / "n"), "--nn-rule", "maybe"])
+    assert r.exit_code == 2 and "auto, on, off or select" in r.output
+
+
+def test_nn_min_share_applies_the_rule_only_where_most_items_have_a_duplicate():
+    # items 0-1 score 0.9 (an edge at τ 0.5); 2-3 and 4-5 are each other's best at 0.4 (< τ, ≥ the rule's 0.3)
+    i, j, s = np.array([0, 2, 4, 1]), np.array([1, 3, 5, 2]), np.array([0.9, 0.4, 0.4, 0.1], np.float32)
+    few = NearDuplicateClusterer(threshold=0.5, guard=False, nn_threshold=0.3, nn_min_share=0.5)
+    assert few.nearest_edges(6, i, j, s) is None  # 2 of 6 items have an edge >= τ: most have none
+    assert few.nn_info_ == {"threshold": 0.3, "min_share": 0.5, "share": round(2 / 6, 4), "applied": False}
+    np.testing.assert_array_equal(few.edge_mask(6, i, j, s), [True, False, False, False])
+    many = NearDuplicateClusterer(threshold=0.35, guard=False, nn_threshold=0.3, nn_min_share=0.5)
+    np.testing.assert_array_equal(many.nearest_edges(6, i, j, s), [True, True, True, False])
+    assert many.nn_info_["applied"] and many.nn_info_["share"] == 1.0
+    always = NearDuplicateClusterer(threshold=0.5, guard=False, nn_threshold=0.3)
+    np.testing.assert_array_equal(always.edge_mask(6, i, j, s), [True, True, True, False])
+    with pytest.raises(ValueError, match="nn_min_share"):
+        NearDuplicateClusterer(nn_min_share=1.5)
+
+
+def test_fit_nn_rule_auto_uses_the_logistic_decision_point(tmp_path):
+    m = FITRep(images="off").fit(_cat(), nn_rule="auto")
+    c = m.clusterer_
+    assert c.nn_threshold == round(m.fusion_.tau_logistic_, 4) and c.nn_min_share == NN_MIN_SHARE == 0.4
+    m.save(tmp_path / "m")
+    back = FITRep.load(tmp_path / "m")
+    assert back.clusterer.nn_threshold == c.nn_threshold and back.clusterer.nn_min_share == NN_MIN_SHARE
+    run = back.dedup(_cat()).run
+    assert run["nn_rule"]["threshold"] == c.nn_threshold and isinstance(run["nn_rule"]["applied"], bool)
+    off = FITRep(images="off").fit(_cat(), nn_rule="off")
+    assert off.clusterer_.nn_threshold is None
+    with pytest.raises(ValueError, match="nn_rule"):
+        FITRep(images="off").fit(_cat(), nn_rule="sometimes")

@@ -1110,6 +1110,10 @@ class NearDuplicateClusterer:
             post-processing), opt-in: every item also keeps an edge to its best-scoring candidate
             when that score is at least ``nn_threshold``, even below τ. It assumes most items have
             a duplicate (true of Shopee, not of most catalogs). ``None``: off.
+        nn_min_share: with the rule on, apply it only when at least this share of the items
+            already has an edge ≥ τ (the catalog's own evidence that most items have a duplicate;
+            0.4 in the built-in model, chosen on Shopee's select split: ``bench/nn_rule.py``). ``None``:
+            always apply it.
         random_state: seed of the IVF sample and k-means.
 
     Attributes (after :meth:`candidates`):
@@ -1118,12 +1122,19 @@ class NearDuplicateClusterer:
             ``n_searched`` (distinct rows searched), ``n_identical`` (rows with an identical twin).
         groups_: int64 (N,) identical-vector groups of the last ``x`` (-1 = none), usable as
             ``groups`` of :meth:`cluster`.
+
+    Attributes (after :meth:`nearest_edges`, with the rule on):
+        nn_info_: dict for run.json: ``threshold``, ``min_share``, ``share`` (items with an edge
+            ≥ τ / N) and ``applied``.
     """
 
     def __init__(self, threshold: float = 0.5, k: int = 10, guard: bool = True, guard_margin: float = 0.1,
                  exact_max: int = DEFAULT_EXACT_MAX, nprobe: int = DEFAULT_NPROBE,
                  quantizer_nprobe: int = DEFAULT_QUANTIZER_NPROBE, collapse_identical: bool = True,
-                 nn_threshold: float | None = None, mutual_k: int | None = None, random_state: int = 0) -> None:
+                 nn_threshold: float | None = None, mutual_k: int | None = None, nn_min_share: float | None = None,
+                 random_state: int = 0) -> None:
+        if nn_min_share is not None and not 0.0 <= float(nn_min_share) <= 1.0:
+            raise ValueError(f"nn_min_share must be in [0, 1] or None; got {nn_min_share!r}")
         self.threshold = threshold
         self.k = k
         self.guard = guard
@@ -1134,6 +1145,7 @@ class NearDuplicateClusterer:
         self.collapse_identical = collapse_identical
         self.nn_threshold = nn_threshold
         self.mutual_k = mutual_k
+        self.nn_min_share = nn_min_share
         self.random_state = random_state
 
     def candidates(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1216,11 +1228,25 @@ class NearDuplicateClusterer:
 
     def nearest_edges(self, n: int, i, j, score) -> np.ndarray | None:
         """bool (E,): the pairs the nearest-neighbour rule keeps (each item's best-scoring pair,
-        ties to the earlier pair, when its score ≥ ``nn_threshold``); ``None`` when the rule is off."""
+        ties to the earlier pair, when its score ≥ ``nn_threshold``); ``None`` when the rule is off,
+        or when ``nn_min_share`` is set and fewer than that share of the ``n`` items have a pair
+        scoring ≥ τ (then most items have no duplicate and the rule would merge them with their
+        nearest other product). Sets ``nn_info_``."""
         if self.nn_threshold is None:
             return None
+        s = np.asarray(score, np.float32).reshape(-1)
+        if self.nn_min_share is not None:
+            strong = s >= self.threshold
+            share = float(len(np.union1d(np.asarray(i)[strong], np.asarray(j)[strong]))) / max(int(n), 1)
+            applied = share >= float(self.nn_min_share)
+        else:
+            share, applied = None, True
+        self.nn_info_ = {"threshold": float(self.nn_threshold), "min_share": self.nn_min_share,
+                         "share": None if share is None else round(share, 4), "applied": bool(applied)}
+        if not applied:
+            return None
         ra, rb = _pair_ranks(i, j, score)
-        return ((ra == 0) | (rb == 0)) & (np.asarray(score, np.float32).reshape(-1) >= self.nn_threshold)
+        return ((ra == 0) | (rb == 0)) & (s >= self.nn_threshold)
 
     def edge_mask(self, n: int, i, j, score) -> np.ndarray:
         """bool (E,): the candidate pairs that are edges (score ≥ τ and, with the mutual filter,

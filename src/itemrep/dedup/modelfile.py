@@ -47,6 +47,7 @@ class _ParamsModel(BaseModel):
     guard_margin: float = Field(ge=0.0, le=2.0)
     nn_threshold: float | None = Field(default=None, gt=-2.0, le=2.0)
     mutual_k: int | None = Field(default=None, ge=1, le=1000)
+    nn_min_share: float | None = Field(default=None, ge=0.0, le=1.0)
     images: Literal["auto", "on", "off"]
     ocr: bool
     edge_score: Literal["exact", "reduced"]

@@ -62,6 +62,11 @@ DEFAULT_TAU = 0.55
 #: Weight of the prior model in :meth:`FITRep.fit` with ``prior`` (see :meth:`AttentionFusion.fit`):
 #: chosen among 1, 10, 100 and τ only on the select split of Shopee (docs/dedup.md, review loop).
 DEFAULT_PRIOR_STRENGTH = 10.0
+#: ``nn_rule="auto"`` applies the nearest-neighbour rule only on catalogs where at least this share
+#: of the items has an edge ≥ τ: chosen on Shopee's select split thinned to 0 %–86 % singletons
+#: (``bench/nn_rule.py``: the rule gained down to a share of 0.47 and lost from 0.35; the midpoint,
+#: rounded to 0.05; docs/dedup.md).
+NN_MIN_SHARE = 0.4
 
 #: Columns of the concept table (``concepts.parquet``).
 CONCEPT_COLUMNS = ["item_id", "slot", "value", "raw", "level", "facet", "kind", "source", "salience", "extractor", "error"]
@@ -453,6 +458,19 @@ class FITRep:
         """τ in use (fitted, loaded or overridden)."""
         return float(self._clusterer().threshold)
 
+    @property
+    def pair_tau(self) -> float:
+        """Threshold of a decision on one pair seen without its neighbourhood (``itemrep pairs``): a
+        ``threshold`` override when given, else the fitted ``τ_logistic`` (the score at which the
+        class-balanced logistic model of :meth:`AttentionFusion.fit` gives P(duplicate) = 0.5;
+        it is also the nearest-neighbour rule's threshold), else τ. τ itself is a *clustering*
+        threshold: one false edge merges two clusters through connected components, so it is
+        chosen higher than a pair decision needs (docs/dedup.md, pair scoring)."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        t = getattr(self._fusion(), "tau_logistic_", None)
+        return float(t) if t is not None else self.tau
+
     # ------------------------------------------------------------------ encoding
     def _use_images(self, catalog: Catalog) -> bool:
         if self.images == "off":
@@ -731,7 +749,7 @@ class FITRep:
     # ------------------------------------------------------------------ fit
     def fit(self, catalog: Catalog, tau_grid: Sequence[float] | None = None, learn_alpha: bool = True,
             pairs: pd.DataFrame | None = None, prior: "FITRep | AttentionFusion | None" = None,
-            prior_strength: float = DEFAULT_PRIOR_STRENGTH) -> "FITRep":
+            prior_strength: float = DEFAULT_PRIOR_STRENGTH, nn_rule: str = "keep") -> "FITRep":
         """Learn α, β, γ (sign-constrained logistic regression on labelled pairs,
         :meth:`AttentionFusion.fit`) and τ (best clustering score on the catalog) from a catalog
         with group labels, from labelled pairs of its items, or both; returns self.
@@ -761,6 +779,13 @@ class FITRep:
                 (:meth:`AttentionFusion.fit` with its :meth:`AttentionFusion.prior_coef`): few
                 labelled pairs then correct that model instead of replacing it. ``None``: no prior.
             prior_strength: weight of the prior (see :meth:`AttentionFusion.fit`).
+            nn_rule: the nearest-neighbour rule (:class:`NearDuplicateClusterer`, ``nn_threshold``):
+                ``"auto"`` sets its threshold to the fitted ``τ_logistic`` (the score where the
+                class-balanced logistic model gives P(duplicate) = 0.5: every item keeps its best
+                candidate when that pair is more likely a duplicate than not) and applies it only
+                on catalogs where at least :data:`NN_MIN_SHARE` (0.4) of the items have an edge ≥ τ;
+                ``"on"``: the same threshold, always applied; ``"off"``: no rule; ``"keep"``: the
+                clusterer's own settings. τ is then chosen with the rule in place.
 
         Raises:
             ValueError: the catalog has no labels and no ``pairs`` are given, fewer than 2 items,
@@ -818,6 +843,13 @@ class FITRep:
                 fusion.alpha_ = fusion.alpha_for(enc.slots)
                 fusion.tau_logistic_ = None
         self.fusion_ = fusion
+        if nn_rule not in ("auto", "on", "off", "keep"):
+            raise ValueError(f"nn_rule must be auto, on, off or keep; got {nn_rule!r}")
+        if nn_rule == "off" or (nn_rule != "keep" and getattr(fusion, "tau_logistic_", None) is None):
+            clusterer.nn_threshold, clusterer.nn_min_share = None, None
+        elif nn_rule in ("auto", "on"):
+            clusterer.nn_threshold = round(float(fusion.tau_logistic_), 4)
+            clusterer.nn_min_share = NN_MIN_SHARE if nn_rule == "auto" else None
         with timer.stage("fit_refuse"):  # candidates again in the space fused with the learned α
             reducer = self._make_reducer(len(catalog))
             enc.vectors = self._fused_vectors(enc.slots, fusion, reducer, True, enc.ids, timer, Progress(False))
@@ -888,7 +920,7 @@ class FITRep:
         return self
 
     def tune(self, catalog: Catalog, tau_grid: Sequence[float] | None = None,
-             nn_grid: Sequence[float | None] = (None,), score_on: Sequence[str] | None = None) -> "FITRep":
+             nn_grid: Sequence[float | None] | None = None, score_on: Sequence[str] | None = None) -> "FITRep":
         """Choose τ (and, when ``nn_grid`` offers values, the nearest-neighbour threshold) on a
         labelled catalog the weights were *not* fitted on: the selection split of a fit / select /
         report protocol. α, β, γ stay as fitted. The catalog is encoded once, as :meth:`dedup`
@@ -898,7 +930,8 @@ class FITRep:
         Args:
             catalog: labelled items (not those :meth:`fit` saw).
             tau_grid: τ values (default: the current τ ± 0.10 by 0.01).
-            nn_grid: nearest-neighbour thresholds to try (``None`` = rule off); default: off only.
+            nn_grid: nearest-neighbour thresholds to try (``None`` = rule off); default: the
+                model's own (fitted by :meth:`fit`'s ``nn_rule``, or off).
             score_on: item ids whose F1 is averaged (default: all). Pass the selection items of
                 a catalog that also holds the fit items, to choose τ inside a pool as large as
                 the catalogs the model will meet: a τ chosen on a small pool lets too many
@@ -935,6 +968,7 @@ class FITRep:
         scorer = self._scorer(enc, fusion)
         score = scorer(i, j)
         t0 = float(base.threshold)
+        nn_grid = [base.nn_threshold] if nn_grid is None else list(nn_grid)
         grid = list(tau_grid) if tau_grid is not None else [round(t0 + d, 3) for d in np.arange(-0.10, 0.101, 0.01) if 0.0 < t0 + d <= 2.0]
         curve = {}
         for t in grid:
@@ -1025,6 +1059,7 @@ class FITRep:
             "fusion": fusion.to_dict(),  # the model's own α, β, γ (`itemrep explain --out` re-creates the model from it)
             "tau": clusterer.threshold,
             "index": getattr(clusterer, "search_info_", None),
+            "nn_rule": getattr(clusterer, "nn_info_", None),
             "candidate_recall": recall,
             "n_candidate_pairs": int(len(i)),
             "n_edges": cl.n_edges,
@@ -1058,6 +1093,7 @@ class FITRep:
             "guard": c.guard,
             "guard_margin": c.guard_margin,
             "nn_threshold": c.nn_threshold,
+            "nn_min_share": getattr(c, "nn_min_share", None),
             "mutual_k": getattr(c, "mutual_k", None),
             "images": self.images,
             "ocr": self.ocr,
@@ -1151,7 +1187,8 @@ class FITRep:
         kw = dict(
             text_encoder=prm["text_encoder"], slot_specs=specs, reducer=prm["reducer"],
             clusterer=NearDuplicateClusterer(threshold=prm["tau"], k=prm["k"], guard=prm["guard"], guard_margin=prm["guard_margin"],
-                                             nn_threshold=prm.get("nn_threshold"), mutual_k=prm.get("mutual_k")),
+                                             nn_threshold=prm.get("nn_threshold"), mutual_k=prm.get("mutual_k"),
+                                             nn_min_share=prm.get("nn_min_share")),
             images=prm["images"], ocr=prm["ocr"], edge_score=prm["edge_score"], random_state=prm["random_state"],
             blend_rounds=prm.get("blend_rounds", 0), blend_power=prm.get("blend_power", 3.0), blend_floor=prm.get("blend_floor"),
             fusion=AttentionFusion.from_dict(payload["fusion"]),
