@@ -9,9 +9,13 @@ Ditto form, see the data README); the script exits with a message when they are 
 Protocol of product-matching papers: score every pair, choose the threshold τ on the *train* pairs
 (best match-class F1), report precision / recall / F1 of the match class on the *valid* pairs. Methods:
 
-* ``itemrep built-in, model τ``: ``FITRep.default()`` (α, γ, β and τ fitted on Shopee, Indonesian
-  marketplace titles) applied unchanged: its unsupervised stages (document frequencies) are fitted on
-  each pair file's titles, as ``itemrep pairs`` does, and a pair matches when its score ≥ the model's τ;
+* ``itemrep built-in, model pair τ``: ``FITRep.default()`` (α, γ, β, τ_logistic and τ fitted on
+  Shopee, Indonesian marketplace titles) applied unchanged: its unsupervised stages (document
+  frequencies) are fitted on each pair file's titles, as ``itemrep pairs`` does, and a pair matches
+  when its score ≥ the model's pair-decision point ``FITRep.pair_tau`` (τ_logistic: P(duplicate) =
+  0.5 under the class-balanced logistic model fitted on Shopee); what ``itemrep pairs`` does;
+* ``itemrep built-in, model clustering τ``: the same scores at the clustering τ (too strict for a
+  pair decision: it is set high because connected components turn one false edge into a merge);
 * ``itemrep built-in, τ from train``: the same scores, τ chosen on train;
 * ``TF-IDF words``: cosine of word 1-gram TF-IDF title vectors (scikit-learn ``TfidfVectorizer`` fitted on
   the pair file's titles), τ from train;
@@ -36,6 +40,7 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from itemrep.dedup.cluster import cluster_edges
 from itemrep.dedup.pairs import best_threshold, pair_metrics, read_wdc_pairs, score_pairs, wdc_catalog
 from itemrep.dedup.pipeline import FITRep
 from itemrep.paths import dataset
@@ -53,10 +58,11 @@ def load(path: Path):
     return cat, pairs
 
 
-def itemrep_scores(cat, pairs) -> tuple[np.ndarray, float]:
+def itemrep_scores(cat, pairs) -> tuple[np.ndarray, float, float]:
+    """Scores of the built-in model, its pair-decision τ and its clustering τ."""
     model = FITRep.default()
     s = score_pairs(model, cat, pairs)
-    return s["score"].to_numpy(), float(s.attrs["tau"])
+    return s["score"].to_numpy(), float(s.attrs["tau"]), float(s.attrs["cluster_tau"])
 
 
 def tfidf_scores(cat, pairs, analyzer: str, ngram: tuple[int, int]) -> np.ndarray:
@@ -84,10 +90,11 @@ def run_category(root: Path, category: str, size: str) -> list[dict]:
     ytr, yva = tr_pairs["label"].to_numpy(), va_pairs["label"].to_numpy()
     rows = []
     t0 = time.perf_counter()
-    s_tr, tau_model = itemrep_scores(tr_cat, tr_pairs)
-    s_va, _ = itemrep_scores(va_cat, va_pairs)
+    s_tr, tau_pair, tau_cluster = itemrep_scores(tr_cat, tr_pairs)
+    s_va, _, _ = itemrep_scores(va_cat, va_pairs)
     dt = time.perf_counter() - t0
-    rows.append(row(category, "itemrep built-in (Shopee), model τ", tau_model, s_va, yva, s_tr, ytr, dt))
+    rows.append(row(category, "itemrep built-in (Shopee), model pair τ", tau_pair, s_va, yva, s_tr, ytr, dt))
+    rows.append(row(category, "itemrep built-in (Shopee), model clustering τ", tau_cluster, s_va, yva, s_tr, ytr, dt))
     rows.append(row(category, "itemrep built-in (Shopee), τ from train", best_threshold(s_tr, ytr)[0], s_va, yva, s_tr, ytr, dt))
     for name, analyzer, ngram in (("TF-IDF words, τ from train", "word", (1, 1)), ("TF-IDF char 3-5, τ from train", "char_wb", (3, 5))):
         t0 = time.perf_counter()
@@ -95,6 +102,66 @@ def run_category(root: Path, category: str, size: str) -> list[dict]:
         s_va = tfidf_scores(va_cat, va_pairs, analyzer, ngram)
         rows.append(row(category, name, best_threshold(s_tr, ytr)[0], s_va, yva, s_tr, ytr, time.perf_counter() - t0))
     return rows
+
+
+# ---------------------------------------------------------------- dedup of the offers (clustering)
+def comembership(cat, pairs, cluster_ids) -> dict:
+    """Pair P/R/F1 of the match class when "same cluster" is the prediction for each labelled pair."""
+    by_id = dict(zip(cat.ids, cluster_ids))
+    same = np.fromiter((by_id[a] == by_id[b] for a, b in zip(pairs["item_a"], pairs["item_b"])), bool, count=len(pairs))
+    return pair_metrics(pairs["label"].to_numpy(), same)
+
+
+def tfidf_clusters(cat, t: float) -> list:
+    """TF-IDF words (fitted on the catalog's titles), k = 10 kNN candidates, edges ≥ t, connected components."""
+    vec = TfidfVectorizer(lowercase=True, dtype=np.float32).fit_transform(cat.titles)
+    i, j, s = knn_sparse(vec, 10)
+    return cluster_edges(len(cat), i, j, s, t, cat.ids).cluster_id
+
+
+def knn_sparse(x, k: int):
+    from shopee import sparse_topk
+
+    return sparse_topk(x, k)
+
+
+def model_clusters(cat, nn: bool) -> tuple[list, dict]:
+    """The built-in model's ``dedup`` of the catalog (its defaults), or with the nearest-neighbour rule off."""
+    model = FITRep.default()
+    if not nn:
+        model.clusterer_.nn_threshold = None
+    res = model.dedup(cat)
+    got = dict(zip(res.clusters["item_id"], res.clusters["cluster_id"]))
+    return [got[x] for x in cat.ids], res.run.get("nn_rule") or {}
+
+
+def cluster_rows(root: Path, category: str, size: str) -> list[dict]:
+    """Deduplicate each pair file's offers as a catalog and score its labelled pairs by co-membership.
+
+    The pair files have no record ids, so there are no groups to compute a per-item F1 on; the
+    labelled pairs are the evidence: a matching pair should share a cluster, a non-matching pair
+    should not (chaining through other offers counts). TF-IDF's threshold is the best on train."""
+    tr_cat, tr_pairs = load(root / category / f"train.txt.{size}")
+    va_cat, va_pairs = load(root / category / f"valid.txt.{size}")
+    out = []
+    for name, nn in (("itemrep built-in (Shopee), model defaults", True), ("itemrep built-in, nearest-neighbour rule off", False)):
+        cid, info = model_clusters(va_cat, nn)
+        m = comembership(va_cat, va_pairs, cid)
+        out.append({"category": category, "method": name, "threshold": "model", "precision": m["precision"], "recall": m["recall"],
+                    "f1": m["f1"], "nn_rule_applied": info.get("applied"), "share_with_edge": info.get("share")})
+    grid = [round(float(t), 3) for t in np.arange(0.1, 0.91, 0.025)]
+    tr = {t: comembership(tr_cat, tr_pairs, tfidf_clusters(tr_cat, t))["f1"] for t in grid}
+    best = max(tr, key=lambda t: (tr[t], -t))
+    m = comembership(va_cat, va_pairs, tfidf_clusters(va_cat, best))
+    out.append({"category": category, "method": "TF-IDF words, threshold from train", "threshold": f"{best:.3f}",
+                "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "nn_rule_applied": None, "share_with_edge": None})
+    return out
+
+
+def cluster_table(rows: list[dict]) -> str:
+    df = pd.DataFrame(rows).rename(columns={"precision": "P", "recall": "R", "f1": "F1 (valid)", "nn_rule_applied": "nn rule applied",
+                                            "share_with_edge": "items with an edge ≥ τ"})
+    return df.to_markdown(index=False, floatfmt=".3f")
 
 
 def table(rows: list[dict]) -> str:
@@ -123,20 +190,25 @@ def main(argv: list[str] | None = None) -> int:
         print("wdc-pairs data not found (set ITEMREP_DATA or put it under ../shared/data/wdc-pairs); skipping", file=sys.stderr)
         return 0
     rows: list[dict] = []
+    crows: list[dict] = []
     for c in args.categories:
         if not (root / c / f"train.txt.{args.size}").exists():
             print(f"{c}: no train.txt.{args.size}; skipped", file=sys.stderr)
             continue
         t0 = time.perf_counter()
         rows.extend(run_category(root, c, args.size))
+        crows.extend(cluster_rows(root, c, args.size))
         print(f"{c}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(f"WDC product pairs ({args.size}): τ chosen on train, P/R/F1 of the match class on valid\n")
     print(table(rows))
     print()
     print(reference_note())
+    print(f"\nDedup of each valid file's offers as a catalog ({args.size}): a labelled pair is predicted a match when "
+          "both offers share a cluster; P/R/F1 of the match class\n")
+    print(cluster_table(crows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"size": args.size, "rows": rows, "reference": REFERENCE}, indent=2))
+        args.json.write_text(json.dumps({"size": args.size, "rows": rows, "dedup_rows": crows, "reference": REFERENCE}, indent=2))
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
 

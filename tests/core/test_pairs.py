@@ -100,7 +100,9 @@ def test_terms_sum_to_score_and_match_is_score_at_tau(wdc_scores):
     assert list(s.columns[:5]) == ["item_a", "item_b", "score", "match", "label"] and terms
     assert [t[5:] for t in terms] == s.attrs["feature_names"]
     assert np.array_equal(s[terms].to_numpy().sum(axis=1), s["score"].to_numpy())  # exact decomposition
-    assert (s["match"] == (s["score"] >= model.tau)).all() and s.attrs["tau"] == model.tau
+    assert (s["match"] == (s["score"] >= model.pair_tau)).all() and s.attrs["tau"] == model.pair_tau
+    # the pair decision point is the fitted τ_logistic, below the clustering τ
+    assert model.pair_tau == model.fusion.to_dict()["tau_logistic"] < model.tau == s.attrs["cluster_tau"]
     assert s["score"].between(-2, 2).all() and s.attrs["n_items"] == 16
 
 

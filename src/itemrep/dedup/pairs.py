@@ -285,14 +285,15 @@ def score_pairs(model, catalog: Catalog, pairs: pd.DataFrame, *, threshold: floa
         model: a :class:`~itemrep.dedup.pipeline.FITRep` (e.g. ``FITRep.default()`` or ``FITRep.load(dir)``).
         catalog: the items the pairs name.
         pairs: ``item_a, item_b[, label]`` (see :func:`check_pairs`; ``line``/``row`` name pairs in errors).
-        threshold: τ for ``match`` (default: ``model.tau``).
+        threshold: τ for ``match`` (default: ``model.pair_tau``, the model's pair-decision point
+            τ_logistic, or its τ when it has none).
         source: the pair file, for messages.
 
     Returns:
         DataFrame in pair order with ``item_a, item_b, score, match[, label], term_<feature>…``:
         ``score`` (float64) is exactly the sum of the ``term_*`` columns (α_k cos_k per slot,
         −γ_c conflict_c, β near-match bonuses; ``FITRep.score_pairs``), ``match`` is
-        ``score >= τ``. ``frame.attrs`` holds ``tau``, ``feature_names``, ``n_items``,
+        ``score >= τ``. ``frame.attrs`` holds ``tau``, ``cluster_tau`` (the model's clustering τ), ``feature_names``, ``n_items``,
         ``failed_items`` and the model's slot report (``slots_without_weight``, ``weighted_slots_absent``).
 
     Raises:
@@ -300,7 +301,8 @@ def score_pairs(model, catalog: Catalog, pairs: pd.DataFrame, *, threshold: floa
             or row, the column and the id).
     """
     pairs = check_pair_ids(pairs, catalog, source)
-    tau = float(model.tau if threshold is None else threshold)
+    pair_tau = getattr(model, "pair_tau", None)
+    tau = float((model.tau if pair_tau is None else pair_tau) if threshold is None else threshold)
     enc = model.fit_transform(catalog)
     position = {x: n for n, x in enumerate(enc.ids.tolist())}  # canonical (sorted-id) order
     i = np.fromiter((position[x] for x in pairs["item_a"]), dtype=np.int64, count=len(pairs))
@@ -321,6 +323,7 @@ def score_pairs(model, catalog: Catalog, pairs: pd.DataFrame, *, threshold: floa
     report = fusion.report(enc.slots) if fusion is not None and hasattr(fusion, "report") else {}
     out.attrs = {
         "tau": tau,
+        "cluster_tau": float(model.tau),
         "feature_names": names,
         "n_items": int(len(enc.ids)),
         "failed_items": len({f.item_id for f in enc.failures}),
