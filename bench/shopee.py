@@ -220,6 +220,7 @@ def fitrep_variants(no_ablations: bool, st_model: Path | None = None) -> list[tu
     threshold is chosen in a pool as large as the catalogs it will meet."""
     variants = [("FITRep", {}, True),
                 (f"FITRep, {POOL}", {"_tune": "pool"}, True),
+                (f"FITRep defaults (nearest-neighbour rule auto at τ_logistic), {POOL}", {"_tune": "pool", "_nn_rule": "auto"}, True),
                 (f"FITRep + nearest-neighbour rule, {POOL}", {"_tune": "pool", "_nn": True}, True),
                 (f"FITRep + neighbourhood blending (1 round), {POOL}", {"_tune": "pool", "blend_rounds": 1}, True),
                 (f"FITRep + mutual-neighbour filter (m chosen on select), {POOL}", {"_tune": "pool", "_mutual": (2, 3, 5)}, True)]
@@ -299,14 +300,16 @@ def run_split(cat: Catalog, seed: int, args) -> tuple[list[dict], list[dict]]:
             continue
         model = make_fitrep(kw)
         t0 = time.perf_counter()
-        model.fit(fit, learn_alpha=learn)
+        model.fit(fit, learn_alpha=learn, nn_rule=kw.get("_nn_rule", "off"))
         fit_s = time.perf_counter() - t0
         tau_fit, fit_f1 = model.tau, model.fit_info_["train_mean_item_f1"]
         t0 = time.perf_counter()
         nn = None
         if kw.get("_tune") == "pool":
             fit_select = cat.subset(np.sort(np.concatenate([fit_idx, sel_idx])))
-            nn_grid = [None] + ([round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if kw.get("_nn") else [])
+            # the rule's threshold is chosen on select (_nn), kept as fitted (_nn_rule: τ_logistic), or off
+            nn_grid = ([None] + [round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if kw.get("_nn")
+                       else None if kw.get("_nn_rule") in ("auto", "on") else [None])
             grid = [round(float(x), 3) for x in np.arange(0.2, 0.8, 0.01)]
             best_m = None
             if kw.get("_mutual"):  # the filter's m is chosen on select too: one tune per m, the best kept
