@@ -396,6 +396,39 @@ def test_new_items_cluster_among_themselves_once(tmp_path):
         assert res2.clusters.iloc[0]["match"] == "existing" and len(res2.changes) == 0
 
 
+class ToyRuleModel(ToyModel):
+    """ToyModel whose clusterer has the nearest-neighbour rule (threshold 0.8, always applied)."""
+
+    def __init__(self, threshold=0.87, guard_margin=0.1, k=10, nn=0.8):
+        super().__init__(threshold, guard_margin, k)
+        from itemrep.dedup.cluster import NearDuplicateClusterer
+
+        self.clusterer = NearDuplicateClusterer(threshold=threshold, k=k, guard_margin=guard_margin, nn_threshold=nn)
+
+
+@pytest.mark.parametrize("rule", [True, False])
+def test_add_applies_the_nearest_neighbour_rule_as_build_did(tmp_path, rule):
+    # toy scores: y-a1 0.833, y-a2 0.79, y-b* < 0.7 (all < τ 0.87); g1-g2 0.831 (< τ), far from the rest
+    model = ToyRuleModel() if rule else ToyModel()
+    with ClusterIndex.build(_cat({**A, **B}), model, tmp_path / "toy") as idx:
+        assert (json.loads((tmp_path / "toy" / INDEX_FILE).read_text())["nn_rule"] or {}).get("applied", False) is rule
+        a = idx.assignments().set_index("item_id")["cluster_id"]
+        new = _cat({"y": "blue cotton polo slim", "g1": "green canvas bag", "g2": "green canvas tote"})
+        looked = idx.lookup(new).set_index("item_id")
+        res = idx.add(new)
+        cl = res.clusters.set_index("item_id")
+        if rule:  # y's best candidate (a1, 0.833 >= 0.8) is an edge; so is g1-g2, each other's best
+            assert cl.loc["y", "cluster_id"] == a["a1"] and cl.loc["y", "match"] == "existing"
+            assert looked.loc["y", "cluster_id"] == a["a1"] and looked.loc["y", "match"] == "existing"
+            assert cl.loc["g1", "cluster_id"] == cl.loc["g2", "cluster_id"]
+        else:
+            assert cl.loc["y", "match"] == "new" and looked.loc["y", "match"] == "none"
+            assert cl.loc["g1", "cluster_id"] != cl.loc["g2", "cluster_id"]
+        assert res.stats["n_merges"] == 0
+        after = idx.assignments().set_index("item_id")["cluster_id"]
+        assert after[list(A) + list(B)].equals(a[list(A) + list(B)])  # indexed items never move
+
+
 # ---------------------------------------------------------------- errors
 def test_open_errors_name_the_path(tmp_path, built):
     with pytest.raises(IndexDirError, match=r"nowhere: index directory not found"):

@@ -41,6 +41,10 @@ is the FAISS id. The registry's ``meta.manifest`` lists the committed segments a
    guard against its representative (the batch dedup's connected component + guard);
 5. the remaining new items are clustered among themselves (union-find + chaining guard, as in
    ``dedup``) and each cluster gets a new id, ``stable_cluster_id(representative_id)``, minted once;
+   with the **nearest-neighbour rule** (when the model has it and ``build`` applied it to the build
+   catalog, ``index.json`` ``nn_rule``), a new item's best-scoring candidate, indexed or in the
+   batch, counts as an edge in rules 2, 4 and 5 when it scores ≥ the rule's threshold, even below
+   τ (as ``dedup`` does; never for a merge, which needs τ_merge). Indexed items keep their cluster;
 6. an existing cluster's id and representative never change (except that an absorbed cluster
    becomes an alias); ids therefore never move under their consumers. (The representative stays
    the guard's anchor, so a cluster cannot drift away from it batch after batch; an id would not
@@ -513,6 +517,9 @@ class ClusterIndex:
         self.guard_margin = float(_model_param(model, "guard_margin", 0.1))
         self.k = int(_model_param(model, "k", 10))
         self.tau_merge = float(meta.get("tau_merge") or self.tau + 0.1)
+        nn = meta.get("nn_rule") or {}
+        # the nearest-neighbour rule as build applied it (an index built before the rule existed: off)
+        self.nn_threshold = float(nn["threshold"]) if nn.get("applied") and nn.get("threshold") is not None else None
         self.snapshot_fraction = float(meta.get("snapshot_fraction", 0.25))
         self.nprobe = int(ADD_NPROBE if nprobe is None else nprobe)  # checked by open()
         self._score = _score_fn(model)
@@ -629,13 +636,14 @@ class ClusterIndex:
             t0 = time.perf_counter()
             enc = model.fit_transform(catalog)
             t_enc = time.perf_counter() - t0
-            clusters = cls._build_clusters(model, enc)
+            clusters, nn_info = cls._build_clusters(model, enc)
             t_cl = time.perf_counter() - t0 - t_enc
             tau = float(_model_param(model, "threshold"))
             reg_cfg = registry or {"type": "sqlite", "path": "registry.sqlite"}
             meta = {"format": INDEX_FORMAT, "itemrep_version": __version__, "created": time.time(), "registry": reg_cfg,
                     "tau_merge": float(tau_merge if tau_merge is not None else tau + merge_margin),
                     "snapshot_fraction": snapshot_fraction,
+                    "nn_rule": nn_info,
                     "model_class": f"{type(model).__module__}:{type(model).__qualname__}"}
             model.save(d / "model")
             gen = 1
@@ -667,10 +675,11 @@ class ClusterIndex:
         return cls(d, model, reg, meta)
 
     @staticmethod
-    def _build_clusters(model, enc) -> pd.DataFrame:
+    def _build_clusters(model, enc) -> tuple[pd.DataFrame, dict | None]:
         """Clusters of the build catalog, aligned with ``enc.ids``, as ``FITRep.dedup`` makes them:
         the model's clusterer stage (kNN candidates, exact edge scores, components + chaining guard,
-        listings with one content key kept together)."""
+        listings with one content key kept together), and the clusterer's nearest-neighbour rule
+        report (``nn_info_``: threshold, share, applied) or None when the model has no rule."""
         clusterer = _clusterer_of(model)
         score = _score_fn(model)
         ids = np.asarray(enc.ids, dtype=object).astype(str)
@@ -678,9 +687,10 @@ class ClusterIndex:
         s = score(enc.slots, i, j) if len(i) else np.zeros(0, np.float32)
         cl = clusterer.cluster(len(ids), i, j, s, ids.tolist(), pair_score=lambda a, b: score(enc.slots, a, b),
                                groups=_key_groups(_enc_keys(enc)))
+        nn = getattr(clusterer, "nn_info_", None) if getattr(clusterer, "nn_threshold", None) is not None else None
         return pd.DataFrame({"item_id": ids, "cluster_id": np.asarray(cl.cluster_id, dtype=object),
                              "representative_id": ids[np.asarray(cl.representative)],
-                             "score": np.asarray(cl.similarity, dtype=np.float32)})
+                             "score": np.asarray(cl.similarity, dtype=np.float32)}), nn
 
     @staticmethod
     def _prepare_build_dir(d: Path, overwrite: bool) -> None:
@@ -878,7 +888,13 @@ class ClusterIndex:
         * ``clusters``: live cluster id -> ``(rep position in S, created_batch, size,
           representative_id)`` for every cluster touched by a neighbour;
         * ``s_extra``: float32 scores of the ``extra`` pairs (rows of the new items), or None;
-        * ``lists``: the IVF list of each new item for the search's :meth:`_VectorSearch.add`, or None.
+        * ``lists``: the IVF list of each new item for the search's :meth:`_VectorSearch.add`, or None;
+        * ``nn_extra``: bool, the ``extra`` pairs the nearest-neighbour rule makes edges (the best
+          candidate of one of its items, ≥ the rule's threshold), or None.
+
+        With the nearest-neighbour rule (``self.nn_threshold``), a new item's edge to an indexed row
+        also passes when it is the item's best candidate (indexed or ``extra``) and scores ≥ the
+        rule's threshold.
         """
         n = len(enc.ids)
         kk = int(min(self.k, self.n_rows))
@@ -889,7 +905,8 @@ class ClusterIndex:
                                                                                         np.asarray(extra[1], np.int64))
         if kk == 0 or n == 0:
             s_extra = self._score(enc.slots, ea, eb) if len(ea) else np.zeros(0, np.float32)
-            return enc.slots, 0, empty(), {}, (s_extra if extra is not None else None), None
+            _, nn_extra = self._nearest(n, np.zeros(0, np.int64), np.zeros(0, np.float32), ea, eb, s_extra)
+            return enc.slots, 0, empty(), {}, (s_extra if extra is not None else None), None, (nn_extra if extra is not None else None)
         _, rows, lists = self._search.search(enc.vectors, kk, nprobe=self.nprobe)
         qi = np.repeat(np.arange(n, dtype=np.int64), kk)
         orow = rows.reshape(-1)
@@ -924,7 +941,8 @@ class ClusterIndex:
         s_on, s_extra = sc[:len(qi)], sc[len(qi):]
         clusters = {c: (int(p), int(info[c][2]), int(info[c][1]), str(r))
                     for c, p, r in zip(touched.tolist(), rep_pos.tolist(), rep_ids.tolist())}
-        e = (s_on >= self.tau) | forced
+        nn_old, nn_extra = self._nearest(n, qi, np.where(forced, -np.inf, s_on).astype(np.float32), ea, eb, s_extra)
+        e = (s_on >= self.tau) | forced | nn_old
         if e.any():
             # best edge per (item, cluster): sort by key, max over each run (numpy, no groupby)
             key, s_e, f_e = qi[e] * T + cidx[e], s_on[e], forced[e]
@@ -941,7 +959,28 @@ class ClusterIndex:
                     "forced": f_any[keep], "rep_pos": rep_pos[k % T], "g": g[keep]}
         else:
             cand = empty()
-        return S, m, cand, clusters, (s_extra if extra is not None else None), lists
+        return S, m, cand, clusters, (s_extra if extra is not None else None), lists, (nn_extra if extra is not None else None)
+
+    def _nearest(self, n: int, qi, s_on, ea, eb, s_extra) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest-neighbour rule for new items: ``(on_old bool (len(qi),), on_extra bool (len(ea),))``,
+        the (item ``qi``, indexed row) pairs and the ``extra`` (ea, eb) pairs that are the best
+        candidate of one of their new items (ties: indexed pairs first, then the earlier pair) and
+        score ≥ ``nn_threshold``; all False when the rule is off."""
+        on_old, on_extra = np.zeros(len(qi), bool), np.zeros(len(ea), bool)
+        if self.nn_threshold is None or n == 0:
+            return on_old, on_extra
+        item = np.concatenate([qi, ea, eb]).astype(np.int64)
+        sc = np.concatenate([s_on, s_extra, s_extra]).astype(np.float64)
+        src = np.concatenate([np.arange(len(qi)), len(qi) + np.arange(len(ea)), len(qi) + np.arange(len(ea))])
+        if not len(item):
+            return on_old, on_extra
+        o = np.lexsort((src, -sc, item))
+        first = o[np.r_[True, item[o][1:] != item[o][:-1]]]
+        first = first[sc[first] >= self.nn_threshold]
+        pick = src[first]
+        on_old[pick[pick < len(qi)]] = True
+        on_extra[pick[pick >= len(qi)] - len(qi)] = True
+        return on_old, on_extra
 
     def _key_hits(self, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``(i, row)``: new item i has the content key of indexed row ``row`` (one row per item)."""
@@ -962,7 +1001,7 @@ class ClusterIndex:
         n = len(ids)
         tau, floor = self.tau, self.tau - self.guard_margin
         ni, nj = self._clusterer.candidates(enc.vectors)  # candidate pairs inside the batch
-        S, m, cand, clusters, s_nn, lists = self._match_old(enc, extra=(ni, nj))
+        S, m, cand, clusters, s_nn, lists, nn_nn = self._match_old(enc, extra=(ni, nj))
         best = _best_per_item(cand)
         cand = pd.DataFrame(cand)
         t_old = time.perf_counter() - t0
@@ -1020,7 +1059,7 @@ class ClusterIndex:
         n_direct = int(sum(a is not None for a in assign))
 
         # propagation through edges inside the batch (connected component + guard)
-        en = s_nn >= tau
+        en = (s_nn >= tau) | nn_nn
         n_prop = 0
         if en.any() and n_direct:
             from scipy.sparse import coo_matrix
@@ -1061,12 +1100,13 @@ class ClusterIndex:
             loc = np.full(n, -1, np.int64)
             loc[rest] = np.arange(len(rest))
             both = (loc[ni] >= 0) & (loc[nj] >= 0) if len(ni) else np.zeros(0, bool)
-            li, lj, ls = loc[ni[both]], loc[nj[both]], s_nn[both]
+            li, lj, ls, lf = loc[ni[both]], loc[nj[both]], s_nn[both], nn_nn[both]
             guard = bool(_model_param(self.model, "guard", True))
             keys = _enc_keys(enc)
             cl = cluster_edges(len(rest), li, lj, ls, tau, list(ids[rest]),
                                pair_score=(lambda a, b: score(S, m + rest[a], m + rest[b])) if guard else None,
-                               guard_tau=floor, groups=None if keys is None else _key_groups(keys[rest]))
+                               guard_tau=floor, groups=None if keys is None else _key_groups(keys[rest]),
+                               force=lf if lf.any() else None)
             cids = np.asarray(cl.cluster_id, dtype=object)
             reps = ids[rest][cl.representative]
             uniq_c = list(dict.fromkeys(cids.tolist()))
@@ -1358,7 +1398,7 @@ class ClusterIndex:
             sub = catalog.subset(todo) if len(todo) < len(ids) else catalog
             with _single_threaded(len(todo) <= 256):
                 enc = self.model.transform(sub)
-                _, _, cand, clusters, _, _ = self._match_old(enc)
+                _, _, cand, clusters, _, _, _ = self._match_old(enc)
             if len(cand["i"]):
                 pos_of = {x: k for k, x in enumerate(ids)}
                 best = _best_per_item(cand)
