@@ -35,7 +35,7 @@ def fit_and_select(seed: int = 0):
                        phash_col="image_phash")
     fit_i, sel_i, _ = split_groups(cat.labels, seed=seed)
     fit, sel = cat.subset(fit_i), cat.subset(sel_i)
-    return fit, sel, FITRep(images="off").fit(fit)
+    return fit, sel, FITRep(images="off").fit(fit, nn_rule="off")  # the probes score pairs; no clustering rule
 
 
 def labels_of(catalog: Catalog, ids: Sequence[str]) -> np.ndarray:

@@ -134,7 +134,7 @@ def fit(
     llm_max_response_bytes: int = LlmMaxBytes, text_only: bool = TextOnly, cache_dir: Optional[Path] = CacheDir,
     seed: int = Seed, quiet: bool = Quiet, chunk_size: int = ChunkSize, jobs: Optional[int] = Jobs,
     select: Optional[Path] = typer.Option(None, "--select", help="A second labelled catalog (other groups, same columns) on which τ is chosen after α is fitted on CATALOG: the select split of a fit / select / report protocol. τ is chosen inside the pool of both catalogs (F1 on the --select items), so it holds in large catalogs."),
-    nn_rule: str = typer.Option("auto", "--nn-rule", help="Nearest-neighbour rule (every item keeps its best candidate when that pair scores at least the fitted pair-decision point τ_logistic): auto = applied on catalogs where at least 40 % of the items already have an edge ≥ τ; on = always; off = never; select = threshold chosen on --select (0.20..0.45), always applied. Measured: docs/dedup.md."),
+    nn_rule: str = typer.Option("auto", "--nn-rule", help="Nearest-neighbour rule (every item keeps its best candidate when that pair scores at least the fitted pair-decision point τ_logistic): auto = applied on catalogs where at least 40 % of the items already have an edge ≥ τ; on = always; off = never; select = chosen on --select among off and thresholds 0.20..0.45 (then applied whatever the catalog). Measured: docs/dedup.md."),
     blend_rounds: int = typer.Option(0, "--blend-rounds", min=0, max=5, help="Rounds of neighbourhood blending of the slot vectors (0 = off; measured gain on Shopee: docs/dedup.md)."),
 ) -> None:
     """Learn slot weights α and the clustering threshold τ from a labelled catalog (--label-col), labelled pairs (--pairs), or both."""

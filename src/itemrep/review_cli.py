@@ -68,7 +68,10 @@ def _explanation_tables(ex: dict):
         t.add_row("×1/ρ (modal slots one side lacks; in every term)", "", f"{ex['scale']:.4f}", "")
     t.add_row("total (Σ contributions)", "", "", f"{ex['score']:.4f}")
     t.add_row("τ", "", "", f"{ex['tau']:.4f}")
-    verdict = "[green]passes: an edge[/green]" if ex["passes"] else "[red]below τ: no edge[/red]"
+    nn = ex.get("nn_threshold")
+    verdict = ("[green]passes: an edge[/green]" if ex["passes"] else
+               f"[yellow]below τ: an edge only as one item's best candidate (nearest-neighbour rule ≥ {nn:.4f})[/yellow]"
+               if nn is not None and ex["score"] >= nn else "[red]below τ: no edge[/red]")
     t.add_row(verdict, "", "", f"{ex['margin']:+.4f}")
     t.caption = ("weight · value: slot α·cos; match_<slot>@t β·max(0, cos − t)/(1 − t); conflict_<slot> −γ·(1 − cos), both items stating it"
                  + (f"; {hidden} bonus/penalty terms of weight 0 not shown (--json lists all)" if hidden else ""))

@@ -117,3 +117,28 @@ def test_fit_nn_rule_auto_uses_the_logistic_decision_point(tmp_path):
     assert off.clusterer_.nn_threshold is None
     with pytest.raises(ValueError, match="nn_rule"):
         FITRep(images="off").fit(_cat(), nn_rule="sometimes")
+
+
+def test_fit_without_learning_keeps_the_rule_and_pair_tau_of_the_given_weights():
+    builtin = FITRep.default(images="off")
+    m = FITRep.default(images="off").fit(_cat(), learn_alpha=False)
+    assert m.clusterer_.nn_threshold == builtin.clusterer_.nn_threshold is not None
+    assert m.pair_tau == builtin.pair_tau < m.tau
+
+
+def test_an_unusable_logistic_decision_point_turns_the_rule_off(monkeypatch):
+    from itemrep.dedup.fusion import AttentionFusion
+
+    real = AttentionFusion.fit
+
+    def fit_far(self, *a, **kw):  # a fit whose intercept pushes τ_logistic outside (0, 2]
+        real(self, *a, **kw)
+        self.tau_logistic_ = -42.0
+        return self
+
+    monkeypatch.setattr(AttentionFusion, "fit", fit_far)
+    m = FITRep(images="off").fit(_cat(), nn_rule="auto")
+    assert m.clusterer_.nn_threshold is None and "no usable τ_logistic" in m.fit_info_["nn_rule"]["note"]
+    assert m.pair_tau == m.tau  # not -42
+    run = m.dedup(_cat()).run
+    assert run["nn_rule"] is None

@@ -59,7 +59,7 @@ def test_report_content_on_the_example(example_out):
     assert cl.set_index("item_id").at[first.group(2), "representative_id"] == first.group(2)
     # term bars, the weakest link, borderline pairs and label errors
     assert 'class="tb"' in html and "weakest link" in html
-    assert "Merged, just above τ" in html and "Not merged, just below τ" in html
+    assert "Merged, lowest scores" in html and "Not merged, just below τ" in html
     assert "Worst false merges" in html and "different labels" in html
     assert "mean_item_f1" in html and "No item failed." in html
     # self-contained: no script, style or image from anywhere else

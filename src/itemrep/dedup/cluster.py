@@ -1233,6 +1233,7 @@ class NearDuplicateClusterer:
         scoring ≥ τ (then most items have no duplicate and the rule would merge them with their
         nearest other product). Sets ``nn_info_``."""
         if self.nn_threshold is None:
+            self.nn_info_ = None
             return None
         s = np.asarray(score, np.float32).reshape(-1)
         if self.nn_min_share is not None:

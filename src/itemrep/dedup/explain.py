@@ -66,7 +66,9 @@ def explain_pair(model, slots, ids: Sequence[str], item_a: str, item_b: str, *, 
     Returns:
         A JSON-serialisable dict: ``item_a``, ``item_b``, ``tau``, ``score`` (the float32 edge score
         as a float, exactly ``np.float32`` sum of the contributions in order), ``passes``
-        (score ≥ τ), ``margin`` (score − τ), ``scale`` (1/ρ, the renormalisation over the modal
+        (score ≥ τ), ``margin`` (score − τ), ``nn_threshold`` (the model's nearest-neighbour rule
+        threshold or None: a pair below τ but at or above it is an edge when it is one item's best
+        candidate and the rule applies to the catalog), ``scale`` (1/ρ, the renormalisation over the modal
         slots both items have), and ``terms``: one dict per feature, in ``slots.feature_names``
         order, with ``feature``, ``kind`` (``slot``, ``match`` or ``conflict``), ``slot``,
         ``weight`` (α_k, β_{k,t} or −γ_c, float32), ``value`` (cos_k, the near-match value or
@@ -86,8 +88,10 @@ def explain_pair(model, slots, ids: Sequence[str], item_a: str, item_b: str, *, 
     terms = [{"feature": n, "kind": _kind(n), "slot": _slot_of(n), "weight": float(pt.weights[k]),
               "value": float(pt.features[0, k]), "contribution": float(pt.terms[0, k])}
              for k, n in enumerate(pt.names)]
+    nn = getattr(getattr(model, "clusterer_", None) or getattr(model, "clusterer", None), "nn_threshold", None)
     return {"item_a": str(item_a), "item_b": str(item_b), "tau": t, "score": float(score), "passes": bool(score >= t),
-            "margin": float(score) - t, "scale": float(pt.scale[0]), "terms": terms}
+            "margin": float(score) - t, "nn_threshold": None if nn is None else float(nn),
+            "scale": float(pt.scale[0]), "terms": terms}
 
 
 def positions_in(catalog: Catalog, item_ids: Sequence[str], source: str) -> list[int]:

@@ -941,7 +941,8 @@ class ClusterIndex:
         s_on, s_extra = sc[:len(qi)], sc[len(qi):]
         clusters = {c: (int(p), int(info[c][2]), int(info[c][1]), str(r))
                     for c, p, r in zip(touched.tolist(), rep_pos.tolist(), rep_ids.tolist())}
-        nn_old, nn_extra = self._nearest(n, qi, np.where(forced, -np.inf, s_on).astype(np.float32), ea, eb, s_extra)
+        # a content-key twin is the item's best candidate (dedup finds it as an identical vector)
+        nn_old, nn_extra = self._nearest(n, qi, np.where(forced, np.inf, s_on).astype(np.float32), ea, eb, s_extra)
         e = (s_on >= self.tau) | forced | nn_old
         if e.any():
             # best edge per (item, cluster): sort by key, max over each run (numpy, no groupby)
@@ -970,13 +971,13 @@ class ClusterIndex:
         if self.nn_threshold is None or n == 0:
             return on_old, on_extra
         item = np.concatenate([qi, ea, eb]).astype(np.int64)
-        sc = np.concatenate([s_on, s_extra, s_extra]).astype(np.float64)
+        sc = np.concatenate([s_on, s_extra, s_extra]).astype(np.float32)  # compared in float32, as dedup does
         src = np.concatenate([np.arange(len(qi)), len(qi) + np.arange(len(ea)), len(qi) + np.arange(len(ea))])
         if not len(item):
             return on_old, on_extra
         o = np.lexsort((src, -sc, item))
         first = o[np.r_[True, item[o][1:] != item[o][:-1]]]
-        first = first[sc[first] >= self.nn_threshold]
+        first = first[sc[first] >= np.float32(self.nn_threshold)]
         pick = src[first]
         on_old[pick[pick < len(qi)]] = True
         on_extra[pick[pick >= len(qi)] - len(qi)] = True

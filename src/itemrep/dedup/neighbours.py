@@ -1,6 +1,6 @@
 """Each item's nearest candidates, kept beside the edges so a reader sees what τ cut off.
 
-``edges.parquet`` holds only the kept edges (score ≥ τ). To draw the distribution of every item's
+``edges.parquet`` holds only the kept edges (score ≥ τ, or kept by the nearest-neighbour rule). To draw the distribution of every item's
 nearest-neighbour score with τ on it, and to show the pairs *just below* τ (the merges τ refused),
 ``itemrep dedup`` also writes ``neighbours.parquet``: for every item, its best-scoring candidate
 pair (its nearest neighbour among the kNN candidates) and its best-scoring candidate pair that is

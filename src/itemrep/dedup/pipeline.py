@@ -469,7 +469,7 @@ class FITRep:
         if self.threshold is not None:
             return float(self.threshold)
         t = getattr(self._fusion(), "tau_logistic_", None)
-        return float(t) if t is not None else self.tau
+        return float(t) if _usable_pair_tau(t) else self.tau
 
     # ------------------------------------------------------------------ encoding
     def _use_images(self, catalog: Catalog) -> bool:
@@ -749,7 +749,7 @@ class FITRep:
     # ------------------------------------------------------------------ fit
     def fit(self, catalog: Catalog, tau_grid: Sequence[float] | None = None, learn_alpha: bool = True,
             pairs: pd.DataFrame | None = None, prior: "FITRep | AttentionFusion | None" = None,
-            prior_strength: float = DEFAULT_PRIOR_STRENGTH, nn_rule: str = "keep") -> "FITRep":
+            prior_strength: float = DEFAULT_PRIOR_STRENGTH, nn_rule: str = "auto") -> "FITRep":
         """Learn α, β, γ (sign-constrained logistic regression on labelled pairs,
         :meth:`AttentionFusion.fit`) and τ (best clustering score on the catalog) from a catalog
         with group labels, from labelled pairs of its items, or both; returns self.
@@ -785,7 +785,10 @@ class FITRep:
                 candidate when that pair is more likely a duplicate than not) and applies it only
                 on catalogs where at least :data:`NN_MIN_SHARE` (0.4) of the items have an edge ≥ τ;
                 ``"on"``: the same threshold, always applied; ``"off"``: no rule; ``"keep"``: the
-                clusterer's own settings. τ is then chosen with the rule in place.
+                clusterer's own settings as given. τ is then chosen with the rule in place.
+                Default ``"auto"``, as ``itemrep fit`` (chosen on Shopee's select split: docs/dedup.md).
+                Without learned weights (``learn_alpha=False``) there is no τ_logistic and
+                ``"auto"``/``"on"`` leave the rule off.
 
         Raises:
             ValueError: the catalog has no labels and no ``pairs`` are given, fewer than 2 items,
@@ -839,13 +842,18 @@ class FITRep:
                     prior_w = pf.prior_coef(enc.slots.feature_names)
                 fusion.fit(enc.slots.pair_features(ti, tj), y, enc.slots.feature_names,
                            prior=prior_w, prior_strength=prior_strength if prior_w is not None else 0.0)
-            else:
+            else:  # α, β, γ kept as given: so is their logistic decision point (None when never fitted)
                 fusion.alpha_ = fusion.alpha_for(enc.slots)
-                fusion.tau_logistic_ = None
+                fusion.tau_logistic_ = getattr(fusion, "tau_logistic_", None)
         self.fusion_ = fusion
         if nn_rule not in ("auto", "on", "off", "keep"):
             raise ValueError(f"nn_rule must be auto, on, off or keep; got {nn_rule!r}")
-        if nn_rule == "off" or (nn_rule != "keep" and getattr(fusion, "tau_logistic_", None) is None):
+        nn_note = None
+        if nn_rule in ("auto", "on") and not _usable_pair_tau(getattr(fusion, "tau_logistic_", None)):
+            nn_note = (f"nearest-neighbour rule off: no usable τ_logistic ({getattr(fusion, 'tau_logistic_', None)!r}; "
+                       "it must be finite, in (0, 2])")
+            clusterer.nn_threshold, clusterer.nn_min_share = None, None
+        elif nn_rule == "off":
             clusterer.nn_threshold, clusterer.nn_min_share = None, None
         elif nn_rule in ("auto", "on"):
             clusterer.nn_threshold = round(float(fusion.tau_logistic_), 4)
@@ -910,6 +918,8 @@ class FITRep:
             "beta": getattr(fusion, "beta_", {}),
             "tau": float(best),
             "tau_logistic": fusion.tau_logistic_,
+            "nn_rule": {"mode": nn_rule, "threshold": clusterer.nn_threshold, "min_share": clusterer.nn_min_share,
+                        "note": nn_note},
             "train_mean_item_f1": parts[best]["groups"],
             "train_pair_accuracy": parts[best]["pairs"],
             "train_pair_f1": parts[best]["pair_f1"],
@@ -1210,6 +1220,12 @@ class FITRep:
 
 
 # ---------------------------------------------------------------- helpers
+def _usable_pair_tau(t) -> bool:
+    """τ_logistic can serve as a pair threshold: finite and in (0, 2] (the score range of a model
+    file's thresholds); a fit whose logistic intercept pushed it outside is not used."""
+    return t is not None and bool(np.isfinite(t)) and 0.0 < float(t) <= 2.0
+
+
 def _canonical_order(catalog: Catalog) -> np.ndarray:
     """Positions of the catalog's items sorted by item id (ids are unique)."""
     return np.argsort(np.asarray(catalog.ids, dtype=object).astype(str), kind="stable")

@@ -272,7 +272,7 @@ def build_report(out_dir: str | Path, catalog=None, *, max_clusters: int = 200, 
                   'pairs that were not merged (each item\'s best non-edge pair, from <code>neighbours.parquet</code>). '
                   f'{csv_note}.</p>'
                   + bars.legend()
-                  + "<h3>Merged, just above τ</h3>" + pb.pair_table(above, tau, "no edge")
+                  + "<h3>Merged, lowest scores (just above τ, or below it by the nearest-neighbour rule)</h3>" + pb.pair_table(above, tau, "no edge")
                   + "<h3>Not merged, just below τ</h3>"
                   + pb.pair_table(below, tau, "no pair below τ in these outputs" + ("" if o.neighbours is not None else " (no neighbours.parquet)")))
 
