@@ -142,3 +142,19 @@ def test_an_unusable_logistic_decision_point_turns_the_rule_off(monkeypatch):
     assert m.pair_tau == m.tau  # not -42
     run = m.dedup(_cat()).run
     assert run["nn_rule"] is None
+
+
+def test_fit_on_labelled_pairs_alone_keeps_the_prior_rule_threshold():
+    import pandas as pd
+
+    cat = _cat()
+    ids = list(cat.ids)
+    labels = dict(zip(cat.ids, cat.labels))
+    pairs = pd.DataFrame([(a, b, int(labels[a] == labels[b])) for a, b in zip(ids[:-1], ids[1:])],
+                         columns=["item_a", "item_b", "label"])
+    unlabelled = Catalog.load(EXAMPLE, id_col="item_id", title_col="title", text_col="text", phash_col="phash")
+    builtin = FITRep.default(images="off")
+    m = FITRep(images="off").fit(unlabelled, pairs=pairs, prior=builtin)
+    # pairs picked by a reviewer are no calibration sample: the rule keeps the prior's threshold
+    assert m.clusterer_.nn_threshold == builtin.clusterer_.nn_threshold
+    assert "prior" in m.fit_info_["nn_rule"]["note"]

@@ -787,8 +787,10 @@ class FITRep:
                 ``"on"``: the same threshold, always applied; ``"off"``: no rule; ``"keep"``: the
                 clusterer's own settings as given. τ is then chosen with the rule in place.
                 Default ``"auto"``, as ``itemrep fit`` (chosen on Shopee's select split: docs/dedup.md).
-                Without learned weights (``learn_alpha=False``) there is no τ_logistic and
-                ``"auto"``/``"on"`` leave the rule off.
+                Without learned weights (``learn_alpha=False``) the given weights' τ_logistic is
+                kept (none: the rule stays off). With labelled ``pairs`` alone and a ``prior``
+                that has the rule, the prior's threshold is kept: pairs a reviewer picked near τ
+                are no calibration sample for the catalog (docs/dedup.md, review loop).
 
         Raises:
             ValueError: the catalog has no labels and no ``pairs`` are given, fewer than 2 items,
@@ -858,6 +860,12 @@ class FITRep:
         elif nn_rule in ("auto", "on"):
             clusterer.nn_threshold = round(float(fusion.tau_logistic_), 4)
             clusterer.nn_min_share = NN_MIN_SHARE if nn_rule == "auto" else None
+            prior_nn = prior._clusterer().nn_threshold if isinstance(prior, FITRep) else None
+            if pi is not None and not groups and prior_nn is not None:
+                # labelled pairs alone (a review loop) are chosen near τ, not drawn from the catalog:
+                # their logistic decision point is not calibrated for it, the prior's is
+                clusterer.nn_threshold = float(prior_nn)
+                nn_note = "threshold from the prior: labelled pairs alone are not a calibration sample"
         with timer.stage("fit_refuse"):  # candidates again in the space fused with the learned α
             reducer = self._make_reducer(len(catalog))
             enc.vectors = self._fused_vectors(enc.slots, fusion, reducer, True, enc.ids, timer, Progress(False))
