@@ -101,6 +101,12 @@ def _summary(result, out: Path) -> None:
         f"failed items: {run['failed_items']}" + (f" (see {out / 'failures.csv'})" if run["failed_items"] else ""),
         err=True,
     )
+    nn = run.get("nn_rule")
+    if nn:
+        share = "" if nn.get("share") is None else f"{nn['share']:.0%} of the items have an edge ≥ τ"
+        need = "" if nn.get("min_share") is None else f", the rule needs {nn['min_share']:.0%}"
+        typer.echo(f"nearest-neighbour rule (best candidate ≥ {nn['threshold']:.3f}): "
+                   + ("applied" if nn["applied"] else "not applied") + (f" ({share}{need})" if share else ""), err=True)
     if result.metrics:
         m = result.metrics
         typer.echo(
@@ -196,6 +202,12 @@ def fit(
         typer.echo(f"fitted on {info['n_items']} items ({info['positive_pairs']} duplicate pairs of {info['n_candidate_pairs']} candidates): "
                    f"τ = {info['tau']:.3f}, train mean per-item F1 {info['train_mean_item_f1']:.4f}", err=True)
     typer.echo("α: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(info["alpha"].items(), key=lambda kv: -kv[1])), err=True)
+    nn_fit = info.get("nn_rule") or {}
+    if nn_fit.get("note") or nn_fit.get("threshold") is not None:
+        typer.echo(f"nearest-neighbour rule ({nn_fit.get('mode')}): "
+                   + (f"threshold {nn_fit['threshold']:.4f}" if nn_fit.get("threshold") is not None else "off")
+                   + ("" if nn_fit.get("min_share") is None else f", applied on catalogs where ≥ {nn_fit['min_share']:.0%} of the items have an edge ≥ τ")
+                   + (f"; {nn_fit['note']}" if nn_fit.get("note") else ""), err=True)
     if getattr(m, "tune_info_", None):
         typer.echo(f"the model uses τ = {m.tau:.3f} (chosen on --select)", err=True)
     typer.echo(f"wrote {path}", err=True)
