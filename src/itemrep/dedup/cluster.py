@@ -1107,9 +1107,10 @@ class NearDuplicateClusterer:
             each item is among the other's ``mutual_k`` best-scoring candidates (drops the edges
             a "hub" listing collects from items that have better matches). ``None``: off.
         nn_threshold: the nearest-neighbour rule ("min-k = 2" of the Shopee competition's winning
-            post-processing), opt-in: every item also keeps an edge to its best-scoring candidate
-            when that score is at least ``nn_threshold``, even below τ. It assumes most items have
-            a duplicate (true of Shopee, not of most catalogs). ``None``: off.
+            post-processing): every item also keeps an edge to its best-scoring candidate when that
+            score is at least ``nn_threshold``, even below τ. It assumes most items have a
+            duplicate (true of Shopee, not of every catalog), hence ``nn_min_share``. ``None``: off
+            (the constructor's default; ``FITRep.fit(nn_rule="auto")`` sets it to τ_logistic).
         nn_min_share: with the rule on, apply it only when at least this share of the items
             already has an edge ≥ τ (the catalog's own evidence that most items have a duplicate;
             0.4 in the built-in model, chosen on Shopee's select split: ``bench/nn_rule.py``). ``None``:
