@@ -76,7 +76,7 @@ import pandas as pd
 
 from itemrep import __version__
 from itemrep.catalog import Catalog
-from itemrep.dedup.cluster import cluster_edges, stable_cluster_id
+from itemrep.dedup.cluster import _pair_ranks, cluster_edges, stable_cluster_id
 from itemrep.dedup.registry import CHANGE_COLUMNS, ClusterRegistry, RegistryError, make_registry
 from itemrep.dedup.slots import SlotSet
 from itemrep.errors import ItemrepError
@@ -966,22 +966,16 @@ class ClusterIndex:
         """The nearest-neighbour rule for new items: ``(on_old bool (len(qi),), on_extra bool (len(ea),))``,
         the (item ``qi``, indexed row) pairs and the ``extra`` (ea, eb) pairs that are the best
         candidate of one of their new items (ties: indexed pairs first, then the earlier pair) and
-        score ≥ ``nn_threshold``; all False when the rule is off."""
-        on_old, on_extra = np.zeros(len(qi), bool), np.zeros(len(ea), bool)
-        if self.nn_threshold is None or n == 0:
-            return on_old, on_extra
-        item = np.concatenate([qi, ea, eb]).astype(np.int64)
-        sc = np.concatenate([s_on, s_extra, s_extra]).astype(np.float32)  # compared in float32, as dedup does
-        src = np.concatenate([np.arange(len(qi)), len(qi) + np.arange(len(ea)), len(qi) + np.arange(len(ea))])
-        if not len(item):
-            return on_old, on_extra
-        o = np.lexsort((src, -sc, item))
-        first = o[np.r_[True, item[o][1:] != item[o][:-1]]]
-        first = first[sc[first] >= np.float32(self.nn_threshold)]
-        pick = src[first]
-        on_old[pick[pick < len(qi)]] = True
-        on_extra[pick[pick >= len(qi)] - len(qi)] = True
-        return on_old, on_extra
+        score ≥ ``nn_threshold``; all False when the rule is off. The ranks are those of
+        ``NearDuplicateClusterer.nearest_edges`` (``_pair_ranks``), with each indexed row of a pair
+        standing as its own node: only the new item's side of such a pair counts."""
+        m = len(qi)
+        if self.nn_threshold is None or n == 0 or m + len(ea) == 0:
+            return np.zeros(m, bool), np.zeros(len(ea), bool)
+        s = np.concatenate([s_on, s_extra]).astype(np.float32)  # compared in float32, as dedup does
+        ra, rb = _pair_ranks(np.concatenate([qi, ea]), np.concatenate([n + np.arange(m), eb]), s)
+        ok = s >= np.float32(self.nn_threshold)
+        return (ra[:m] == 0) & ok[:m], ((ra[m:] == 0) | (rb[m:] == 0)) & ok[m:]
 
     def _key_hits(self, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``(i, row)``: new item i has the content key of indexed row ``row`` (one row per item)."""
