@@ -307,9 +307,8 @@ def run_split(cat: Catalog, seed: int, args) -> tuple[list[dict], list[dict]]:
         nn = None
         if kw.get("_tune") == "pool":
             fit_select = cat.subset(np.sort(np.concatenate([fit_idx, sel_idx])))
-            # the rule's threshold is chosen on select (_nn), kept as fitted (_nn_rule: τ_logistic), or off
-            nn_grid = ([None] + [round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if kw.get("_nn")
-                       else None if kw.get("_nn_rule") in ("auto", "on") else [None])
+            # the rule's threshold is chosen on select (_nn), else kept as fit set it (τ_logistic, or off)
+            nn_grid = [None] + [round(float(x), 3) for x in np.arange(0.2, 0.5, 0.05)] if kw.get("_nn") else None
             grid = [round(float(x), 3) for x in np.arange(0.2, 0.8, 0.01)]
             best_m = None
             if kw.get("_mutual"):  # the filter's m is chosen on select too: one tune per m, the best kept

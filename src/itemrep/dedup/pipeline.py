@@ -794,12 +794,15 @@ class FITRep:
 
         Raises:
             ValueError: the catalog has no labels and no ``pairs`` are given, fewer than 2 items,
-                no duplicate (or, without a prior, no distinct) pair to learn from, or a pair of an item with itself.
+                no duplicate (or, without a prior, no distinct) pair to learn from, a pair of an item with
+                itself, or an unknown ``nn_rule``.
             PairsError: a pair names an item id that is not in the catalog (the message names the
                 pair's line or row).
         """
         from itemrep.dedup.pairs import check_pair_ids
 
+        if nn_rule not in ("auto", "on", "off", "keep"):  # before any encoding or fitting
+            raise ValueError(f"nn_rule must be auto, on, off or keep; got {nn_rule!r}")
         groups = catalog.has_labels
         if not groups and pairs is None:
             missing = [it.row for it in catalog.items if it.label is None][:5]
@@ -848,8 +851,6 @@ class FITRep:
                 fusion.alpha_ = fusion.alpha_for(enc.slots)
                 fusion.tau_logistic_ = getattr(fusion, "tau_logistic_", None)
         self.fusion_ = fusion
-        if nn_rule not in ("auto", "on", "off", "keep"):
-            raise ValueError(f"nn_rule must be auto, on, off or keep; got {nn_rule!r}")
         nn_note = None
         if nn_rule in ("auto", "on") and not _usable_pair_tau(getattr(fusion, "tau_logistic_", None)):
             nn_note = (f"nearest-neighbour rule off: no usable τ_logistic ({getattr(fusion, 'tau_logistic_', None)!r}; "
