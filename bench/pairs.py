@@ -112,17 +112,16 @@ def comembership(cat, pairs, cluster_ids) -> dict:
     return pair_metrics(pairs["label"].to_numpy(), same)
 
 
-def tfidf_clusters(cat, t: float) -> list:
-    """TF-IDF words (fitted on the catalog's titles), k = 10 kNN candidates, edges ≥ t, connected components."""
-    vec = TfidfVectorizer(lowercase=True, dtype=np.float32).fit_transform(cat.titles)
-    i, j, s = knn_sparse(vec, 10)
-    return cluster_edges(len(cat), i, j, s, t, cat.ids).cluster_id
-
-
-def knn_sparse(x, k: int):
+def tfidf_graph(cat):
+    """TF-IDF words (fitted on the catalog's titles), k = 10 kNN candidate pairs with their cosines."""
     from shopee import sparse_topk
 
-    return sparse_topk(x, k)
+    return sparse_topk(TfidfVectorizer(lowercase=True, dtype=np.float32).fit_transform(cat.titles), 10)
+
+
+def tfidf_clusters(cat, graph, t: float) -> list:
+    """Clusters of the TF-IDF kNN graph ``graph`` (:func:`tfidf_graph`): edges ≥ t, connected components."""
+    return cluster_edges(len(cat), *graph, t, cat.ids).cluster_id
 
 
 def model_clusters(cat, nn: bool) -> tuple[list, dict]:
@@ -150,9 +149,10 @@ def cluster_rows(root: Path, category: str, size: str) -> list[dict]:
         out.append({"category": category, "method": name, "threshold": "model", "precision": m["precision"], "recall": m["recall"],
                     "f1": m["f1"], "nn_rule_applied": info.get("applied"), "share_with_edge": info.get("share")})
     grid = [round(float(t), 3) for t in np.arange(0.1, 0.91, 0.025)]
-    tr = {t: comembership(tr_cat, tr_pairs, tfidf_clusters(tr_cat, t))["f1"] for t in grid}
+    g_tr = tfidf_graph(tr_cat)  # built once, clustered at every threshold
+    tr = {t: comembership(tr_cat, tr_pairs, tfidf_clusters(tr_cat, g_tr, t))["f1"] for t in grid}
     best = max(tr, key=lambda t: (tr[t], -t))
-    m = comembership(va_cat, va_pairs, tfidf_clusters(va_cat, best))
+    m = comembership(va_cat, va_pairs, tfidf_clusters(va_cat, tfidf_graph(va_cat), best))
     out.append({"category": category, "method": "TF-IDF words, threshold from train", "threshold": f"{best:.3f}",
                 "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "nn_rule_applied": None, "share_with_edge": None})
     return out
