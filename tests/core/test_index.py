@@ -444,6 +444,11 @@ def test_open_errors_name_the_path(tmp_path, built):
     (d / INDEX_FILE).write_text(json.dumps(dict(meta, format=99)))
     with pytest.raises(IndexDirError, match=r"v99/index.json: index format 99, this itemrep reads format 1"):
         ClusterIndex.open(d)
+    for bad in ("yes", {"applied": True, "threshold": "0.3"}, {"applied": True}, {"applied": "true", "threshold": 0.3},
+                {"applied": True, "threshold": float("nan")}):
+        (d / INDEX_FILE).write_text(json.dumps(dict(meta, nn_rule=bad)))
+        with pytest.raises(IndexDirError, match=r"v99/index.json: nn_rule must be null or"):
+            ClusterIndex.open(d)
     with pytest.raises(IndexDirError, match=r"an index exists here already"):
         ClusterIndex.build(_cat(A), ToyModel(), built)
     (tmp_path / "foreign").mkdir()

@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import os
 import shutil
 import time
@@ -561,6 +562,13 @@ class ClusterIndex:
         if meta.get("format") != INDEX_FORMAT:
             raise IndexDirError(f"{p}: index format {meta.get('format')!r}, this itemrep reads format {INDEX_FORMAT}; "
                                 f"rebuild it with `itemrep index build CATALOG --index {d} --overwrite`")
+        nn = meta.get("nn_rule")
+        if nn is not None and not (isinstance(nn, dict) and isinstance(nn.get("applied"), bool) and (
+                not nn["applied"] or (isinstance(nn.get("threshold"), (int, float)) and not isinstance(nn["threshold"], bool)
+                                      and math.isfinite(nn["threshold"]) and -2.0 < nn["threshold"] <= 2.0))):
+            raise IndexDirError(f"{p}: nn_rule must be null or {{\"applied\": true|false, \"threshold\": a number in (-2, 2]}}, "
+                                f"got {json.dumps(nn)[:80]}; the file was changed by hand: rebuild the index "
+                                f"(`itemrep index build CATALOG --index {d} --overwrite`)")
         try:
             reg = make_registry(meta["registry"], base_dir=d, create=False)
         except RegistryError as e:
